@@ -1,0 +1,3 @@
+from tasty_oneshot.cli import main
+
+main()

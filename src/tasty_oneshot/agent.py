@@ -1,0 +1,159 @@
+"""The agent: a pydantic-ai Agent over the TastyTrade MCP server, the trading policy and limits.
+
+Imported only on the path that runs the agent: pydantic-ai and the MCP client are heavy.
+"""
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from tasty_oneshot.errors import UsageError, one_line
+from tasty_oneshot.jobs import Job, Limits, McpServer
+from tasty_oneshot.ledger import Usage
+from tasty_oneshot.schedule import NYC
+
+# The variables the TastyTrade MCP server needs; it is given these and nothing else
+# (beyond the few, like HOME and PATH, that the MCP client always passes on).
+TASTYTRADE_ENV = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN", "TASTYTRADE_ACCOUNT_ID")
+
+# Where a provider's key is looked up, to fail early (exit 2) instead of mid-run.
+PROVIDER_KEYS = {
+    "openai": ("OPENAI_API_KEY",),
+    "openai-chat": ("OPENAI_API_KEY",),
+    "openai-responses": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "google-gla": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+    "gemini": ("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+    "groq": ("GROQ_API_KEY",),
+    "mistral": ("MISTRAL_API_KEY",),
+    "deepseek": ("DEEPSEEK_API_KEY",),
+    "openrouter": ("OPENROUTER_API_KEY",),
+}
+
+
+@dataclass
+class AgentResult:
+    output: str
+    usage: Usage
+    cost: float | None
+
+
+class AgentFailed(Exception):
+    """The run failed; carries the usage so far for the ledger."""
+
+    def __init__(self, reason: str, usage: Usage, cost: float | None) -> None:
+        super().__init__(reason)
+        self.reason, self.usage, self.cost = reason, usage, cost
+
+
+def check_ready(job: Job) -> None:
+    """Everything a run needs that can be checked without starting it (exit 2 if missing)."""
+    if not job.model:
+        raise UsageError(
+            "no model: give --model, set 'model' in the jobs file, or set MODEL_IDENTIFIER"
+        )
+    provider = job.model.split(":", 1)[0] if ":" in job.model else None
+    keys = PROVIDER_KEYS.get(provider or "", ())
+    if keys and not any(os.environ.get(k) for k in keys):
+        raise UsageError(f"model {job.model}: {' or '.join(keys)} is not set")
+    if job.mcp is None:
+        missing = [k for k in TASTYTRADE_ENV[:2] if not os.environ.get(k)]
+        if missing:
+            raise UsageError(
+                f"{' and '.join(missing)} not set: the tasty-agent MCP server "
+                "needs TastyTrade credentials (see --env-file)"
+            )
+        default_server_command()
+
+
+def default_server_command() -> str:
+    """The tasty-agent installed alongside this tasty-oneshot."""
+    beside = Path(sys.executable).parent / "tasty-agent"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("tasty-agent")
+    if not found:
+        raise UsageError("the tasty-agent MCP server is not installed beside tasty-oneshot")
+    return found
+
+
+def server_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in TASTYTRADE_ENV if os.environ.get(k)}
+
+
+def mcp_toolset(server: McpServer | None):
+    """The MCP toolset: tasty-agent over stdio by default, else the jobs file's server."""
+    from fastmcp.client.transports import StdioTransport
+    from pydantic_ai.mcp import MCPToolset
+
+    if server is not None and server.url:
+        return MCPToolset(server.url)
+    if server is None:
+        command, args = default_server_command(), ["stdio"]
+    else:
+        command, args = server.command, list(server.args)
+    # keep_alive=False: the server process ends with the run, whatever ends the run.
+    return MCPToolset(StdioTransport(command, args, env=server_env(), keep_alive=False))
+
+
+def instructions_for(job: Job, now: datetime) -> str:
+    policy = {
+        "read-only": "You may read the account but not change it: no orders, no watchlist edits.",
+        "dry-run": "Orders you place are dry runs: validated by the broker, never sent.",
+        "live": "Orders you place are real.",
+    }[job.trading]
+    return (
+        "You are running unattended, started by a timer; nobody is watching this run. "
+        f"It is {now.astimezone(NYC):%A %Y-%m-%d %H:%M} in New York. {policy} "
+        "Use the tools to do the task, then answer with the final result only."
+    )
+
+
+def usage_limits(limits: Limits):
+    from decimal import Decimal
+
+    from pydantic_ai.usage import UsageLimits
+
+    return UsageLimits(
+        request_limit=limits.max_requests,
+        tool_calls_limit=limits.max_tool_calls,
+        total_tokens_limit=limits.max_tokens,
+        cost_limit=Decimal(str(limits.max_cost)) if limits.max_cost else None,
+    )
+
+
+async def run_agent(job: Job, now: datetime, progress=None) -> AgentResult:
+    """Run the job's instructions once; AgentFailed on a model, MCP server or limit error.
+
+    `progress` (with .usage and .cost) is kept up to date for a run that is stopped midway.
+    """
+    from pydantic_ai import Agent
+    from pydantic_ai.exceptions import UsageLimitExceeded
+
+    from tasty_oneshot.trading import TradingPolicy
+
+    toolset = TradingPolicy(mcp_toolset(job.mcp), mode=job.trading)
+    agent = Agent(job.model, toolsets=[toolset], instructions=instructions_for(job, now))
+    run = None
+    try:
+        async with agent.iter(job.instructions, usage_limits=usage_limits(job.limits)) as run:
+            async for _node in run:
+                if progress is not None:
+                    progress.usage, progress.cost = _usage(run)
+            output = run.result.output
+    except UsageLimitExceeded as exc:
+        raise AgentFailed(f"limit: {exc}", *_usage(run)) from exc
+    except Exception as exc:
+        raise AgentFailed(f"error: {one_line(exc)}", *_usage(run)) from exc
+    return AgentResult(str(output), *_usage(run))
+
+
+def _usage(run) -> tuple[Usage, float | None]:
+    if run is None:
+        return Usage(), None
+    u = run.usage()
+    cost = float(u.cost) if getattr(u, "cost", None) is not None else None
+    return Usage(u.requests, u.input_tokens, u.output_tokens, u.tool_calls), cost

@@ -1,0 +1,148 @@
+"""The command line: parse, then hand over to the module named after the command.
+
+argparse rather than typer: a skipped run must exit in well under 150 ms, and importing typer
+alone costs most of that on the machines this runs on.
+"""
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from tasty_oneshot import __version__
+from tasty_oneshot.errors import EXIT_USAGE, UsageError
+from tasty_oneshot.jobs import JOB_KEYS, check_keys
+from tasty_oneshot.schedule import NYC
+
+LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, as the contract says
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("schedule (New York time)")
+    group.add_argument("--schedule", metavar="TIME", help="9:30am, 4pm, 16:00 ...")
+    group.add_argument("--market-open", action="store_true", help="same as --schedule 9:30am")
+    group.add_argument("--hourly", action="store_true", help="every 3600 s")
+    group.add_argument("--daily", action="store_true", help="every 86400 s")
+    group.add_argument("--period", type=_positive_int, metavar="SECONDS")
+    group.add_argument("--cron", metavar='"M H DOM MON DOW"', help="five fields, NYC time")
+    group.add_argument(
+        "--ignore-market-hours",
+        action="store_true",
+        help="run even when the NYSE regular session is closed",
+    )
+
+
+def _add_job_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("instructions", nargs="?", metavar="INSTRUCTIONS")
+    parser.add_argument("--job", metavar="NAME", help="a job of the jobs file")
+    parser.add_argument("--name", metavar="NAME", help="name of an ad hoc job")
+    parser.add_argument("--config", metavar="FILE", help="the jobs file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tasty-oneshot", description="Run a TastyTrade agent once per timer.")
+    parser.add_argument("--version", action="version", version=f"tasty-oneshot {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="resolve exactly one run and exit")
+    _add_job_selection(run)
+    run.add_argument("--env-file", metavar="FILE", help="dotenv file loaded first")
+    _add_schedule_flags(run)
+    run.add_argument("--scheduled", action="store_true", help="invoked by a timer: slot guard")
+    run.add_argument("--max-delay", type=_positive_int, metavar="SECONDS")
+    run.add_argument("--model", metavar="ID", help="pydantic-ai model, e.g. openai:gpt-5-mini")
+    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS")
+    run.add_argument("--trading", choices=("read-only", "dry-run", "live"))
+    run.add_argument("--max-requests", type=_positive_int, metavar="N")
+    run.add_argument("--max-tool-calls", type=_positive_int, metavar="N")
+    run.add_argument("--max-tokens", type=_positive_int, metavar="N")
+    run.add_argument("--max-cost", type=_positive_float, metavar="USD")
+
+    history = commands.add_parser("history", help="read the run ledger")
+    history.add_argument("--job", metavar="NAME")
+    history.add_argument("--limit", type=_positive_int, metavar="N", default=20)
+    history.add_argument("--since", metavar="DATE", help="YYYY-MM-DD (NYC) or ISO-8601")
+    history.add_argument("--config", metavar="FILE")
+    history.add_argument("--json", action="store_true")
+    return parser
+
+
+def _job_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The job keys given on the command line (flags left at their defaults are not given)."""
+    given = {}
+    for key in JOB_KEYS:
+        value = getattr(args, key, None)
+        if value is not None and value is not False:
+            given[key] = value
+    return check_keys(given, JOB_KEYS, "command line: ")
+
+
+def setup_logging() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+    # Log times are New York times, like every time in a schedule.
+    formatter.converter = lambda seconds: datetime.fromtimestamp(seconds, NYC).timetuple()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("tasty_oneshot").setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(dispatch(argv))
+
+
+def dispatch(argv: Sequence[str] | None = None) -> int:
+    setup_logging()
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            from tasty_oneshot.runner import RunRequest, run
+
+            return run(
+                RunRequest(
+                    instructions=args.instructions,
+                    job=args.job,
+                    name=args.name,
+                    config=args.config,
+                    env_file=args.env_file,
+                    scheduled=args.scheduled,
+                    options=_job_options(args),
+                )
+            )
+        if args.command == "history":
+            from tasty_oneshot.history import history
+
+            return history(job=args.job, limit=args.limit, since=args.since, as_json=args.json)
+    except UsageError as exc:
+        logging.getLogger("tasty_oneshot").error("%s", exc)
+        return EXIT_USAGE
+    raise AssertionError(args.command)

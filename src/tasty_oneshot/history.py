@@ -1,0 +1,49 @@
+"""`tasty-oneshot history`: the run ledger, newest first."""
+
+import sys
+from datetime import datetime
+
+from tasty_oneshot import paths
+from tasty_oneshot.errors import EXIT_OK, UsageError
+from tasty_oneshot.ledger import Ledger, dumps
+from tasty_oneshot.schedule import NYC
+
+COLUMNS = ("id", "job", "status", "started_at", "slot", "exit", "tokens", "reason")
+
+
+def parse_since(text: str) -> datetime:
+    """A date (midnight NYC) or an ISO-8601 time (NYC if it has no offset)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--since {text!r}: expected YYYY-MM-DD or ISO-8601") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=NYC)
+
+
+def history(job: str | None, limit: int, since: str | None, as_json: bool) -> int:
+    ledger = Ledger(paths.state_dir())
+    try:
+        rows = ledger.runs(job=job, limit=limit, since=parse_since(since) if since else None)
+    finally:
+        ledger.close()
+    if as_json:
+        sys.stdout.write(dumps(rows) + "\n")
+        return EXIT_OK
+    table = [COLUMNS] + [
+        (
+            str(r["id"]),
+            r["job"],
+            r["status"],
+            r["started_at"],
+            r["slot"] or "-",
+            "-" if r["exit_code"] is None else str(r["exit_code"]),
+            str(r["usage"]["input_tokens"] + r["usage"]["output_tokens"]),
+            (r["reason"] or "")[:80],
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    for row in table:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
+    return EXIT_OK

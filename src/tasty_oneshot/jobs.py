@@ -1,0 +1,321 @@
+"""Jobs: the jobs file, its defaults, and one resolved job ready to run.
+
+The file is checked by a small table of keys rather than pydantic: a skipped run must start,
+decide and exit in well under 150 ms, and importing pydantic alone costs more than that on the
+machines this runs on. Every error names the file, the job and the key, on one line.
+"""
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tasty_oneshot.errors import UsageError
+from tasty_oneshot.schedule import DAY, MARKET_OPEN, Schedule, parse_cron, parse_time
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+TRADING_MODES = ("read-only", "dry-run", "live")
+MODEL_ENV = "MODEL_IDENTIFIER"
+
+
+@dataclass(frozen=True)
+class McpServer:
+    """How to reach the MCP server: a stdio command, or a streamable-HTTP URL."""
+
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run guardrails that stop a runaway loop."""
+
+    max_requests: int = 30
+    max_tool_calls: int = 60
+    max_tokens: int = 400_000
+    max_cost: float | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    instructions: str
+    schedule: Schedule = field(default_factory=Schedule)
+    ignore_market_hours: bool = False
+    model: str | None = None
+    mcp: McpServer | None = None  # None: the tasty-agent server installed alongside
+    trading: str = "read-only"
+    timeout: float = 300.0
+    max_delay: int = 300
+    limits: Limits = field(default_factory=Limits)
+    source: Path | None = None  # the jobs file it came from, if any
+
+
+@dataclass(frozen=True)
+class JobsFile:
+    path: Path
+    defaults: dict[str, Any]  # top-level keys, checked
+    jobs: dict[str, dict[str, Any]]  # name -> the job's own keys, checked
+
+
+# --- checking values -----------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError("expected a positive whole number")
+    return value
+
+
+def _positive_number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ValueError("expected a positive number")
+    return float(value)
+
+
+def _schedule_time(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads an unquoted 9:30 as the sexagesimal number 570.
+        raise ValueError('expected a time string; quote it, e.g. schedule: "9:30am"')
+    parse_time(_text(value))
+    return value
+
+
+def _cron(value: Any) -> str:
+    return parse_cron(_text(value))
+
+
+def _trading(value: Any) -> str:
+    if value not in TRADING_MODES:
+        raise ValueError(f"expected one of {', '.join(TRADING_MODES)}")
+    return value
+
+
+def _model(value: Any) -> str:
+    return _text(value).strip()
+
+
+def _mcp(value: Any) -> McpServer:
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping with command/args or url")
+    unknown = set(value) - {"command", "args", "url"}
+    if unknown:
+        raise ValueError(f"unknown key {sorted(unknown)[0]!r} (expected command, args or url)")
+    if ("command" in value) == ("url" in value):
+        raise ValueError("expected exactly one of command or url")
+    if "url" in value:
+        url = _text(value["url"])
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return McpServer(url=url)
+    args = value.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str | int | float) for a in args):
+        raise ValueError("args must be a list of strings")
+    return McpServer(command=_text(value["command"]), args=tuple(str(a) for a in args))
+
+
+# Keys a job may have; the same names with '-' are `run` options.
+SCHEDULE_KEYS: dict[str, Callable[[Any], Any]] = {
+    "schedule": _schedule_time,
+    "market_open": _flag,
+    "hourly": _flag,
+    "daily": _flag,
+    "period": _positive_int,
+    "cron": _cron,
+}
+RUN_KEYS: dict[str, Callable[[Any], Any]] = {
+    "ignore_market_hours": _flag,
+    "model": _model,
+    "mcp": _mcp,
+    "trading": _trading,
+    "timeout": _positive_number,
+    "max_delay": _positive_int,
+    "max_requests": _positive_int,
+    "max_tool_calls": _positive_int,
+    "max_tokens": _positive_int,
+    "max_cost": _positive_number,
+}
+JOB_KEYS = {"instructions": _text, **SCHEDULE_KEYS, **RUN_KEYS}
+TOP_KEYS = {**RUN_KEYS}  # defaults for every job, ad hoc runs included
+
+
+def check_keys(values: Mapping[str, Any], allowed: Mapping[str, Callable], where: str) -> dict:
+    """Check each key against its checker; `where` prefixes the one-line error."""
+    checked = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise UsageError(f"{where}key '{key}': unknown key")
+        try:
+            checked[key] = allowed[key](value)
+        except ValueError as exc:
+            raise UsageError(f"{where}key '{key}': {exc}") from None
+    return checked
+
+
+def schedule_from(values: Mapping[str, Any], where: str, flag_style: bool = False) -> Schedule:
+    """Turn schedule keys (already checked one by one) into a Schedule, checking them together."""
+
+    def name(key: str) -> str:
+        return "--" + key.replace("_", "-") if flag_style else key
+
+    periods = [k for k in ("hourly", "daily", "period") if values.get(k) not in (None, False)]
+    if len(periods) > 1:
+        raise UsageError(f"{where}key '{name(periods[1])}': at most one of hourly, daily, period")
+    at_text = values.get("schedule")
+    at = parse_time(at_text) if at_text else None
+    if values.get("market_open"):
+        if at is not None and at != MARKET_OPEN:
+            raise UsageError(
+                f"{where}key '{name('market_open')}': means {name('schedule')} 9:30am, "
+                f"which conflicts with {name('schedule')} {at_text}"
+            )
+        at = MARKET_OPEN
+    period = {"hourly": 3600, "daily": DAY}.get(periods[0]) if periods else None
+    if periods and periods[0] == "period":
+        period = values["period"]
+    cron = values.get("cron")
+    if cron is not None and (at is not None or period is not None):
+        raise UsageError(f"{where}key '{name('cron')}': not combined with schedule or period keys")
+    return Schedule(at=at, period=period, cron=cron)
+
+
+# --- the jobs file -------------------------------------------------------------------------
+
+
+def load_jobs_file(path: Path) -> JobsFile:
+    """Read and check the whole jobs file: every job, not just the one asked for."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the jobs file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UsageError(f"{path}: not valid YAML{at}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping with 'jobs' at the top level")
+    raw_jobs = data.pop("jobs", None) or {}
+    if not isinstance(raw_jobs, dict):
+        raise UsageError(f"{path}: key 'jobs': expected a mapping of job names to jobs")
+    defaults = check_keys(data, TOP_KEYS, f"{path}: ")
+    jobs = {}
+    for job_name, raw in raw_jobs.items():
+        where = f"{path}: job '{job_name}': "
+        if not isinstance(job_name, str) or not NAME.match(job_name):
+            raise UsageError(f"{where}the name must match [a-z0-9][a-z0-9-]*")
+        if not isinstance(raw, dict):
+            raise UsageError(f"{where}expected a mapping of keys")
+        keys = check_keys(raw, JOB_KEYS, where)
+        if "instructions" not in keys:
+            raise UsageError(f"{where}key 'instructions': missing")
+        schedule_from(keys, where)  # the keys must also make sense together
+        jobs[job_name] = keys
+    return JobsFile(path=path, defaults=defaults, jobs=jobs)
+
+
+def adhoc_name(instructions: str) -> str:
+    """A stable name for ad hoc instructions: a readable slug plus a short hash."""
+    slug = re.sub(r"[^a-z0-9]+", "-", instructions.lower()).strip("-")[:40].strip("-")
+    digest = hashlib.sha256(instructions.encode()).hexdigest()[:8]
+    return f"{slug}-{digest}" if slug else f"job-{digest}"
+
+
+def resolve_job(
+    jobs_file: JobsFile | None,
+    *,
+    job_name: str | None,
+    instructions: str | None,
+    name: str | None,
+    options: Mapping[str, Any],
+) -> Job:
+    """One job: the command line's options over the job's keys over the file's defaults.
+
+    `options` holds the command line's job keys (already checked), only those given.
+    """
+    if (job_name is None) == (instructions is None):
+        raise UsageError("give exactly one of INSTRUCTIONS or --job NAME")
+    if job_name is not None:
+        if jobs_file is None:
+            raise UsageError(f"--job {job_name}: no jobs file found (use --config FILE)")
+        if job_name not in jobs_file.jobs:
+            known = ", ".join(sorted(jobs_file.jobs)) or "none"
+            raise UsageError(f"{jobs_file.path}: job '{job_name}': no such job (jobs: {known})")
+        own = jobs_file.jobs[job_name]
+        where = f"{jobs_file.path}: job '{job_name}': "
+    else:
+        if not instructions.strip():
+            raise UsageError("INSTRUCTIONS is empty")
+        own = {"instructions": instructions}
+        job_name = name or adhoc_name(instructions)
+        if not NAME.match(job_name):
+            raise UsageError(f"--name {job_name!r}: must match [a-z0-9][a-z0-9-]*")
+        where = ""
+    defaults = jobs_file.defaults if jobs_file else {}
+    merged = {**defaults, **own}
+    if any(k in options for k in SCHEDULE_KEYS):
+        # A schedule on the command line replaces the job's schedule as a whole.
+        merged = {k: v for k, v in merged.items() if k not in SCHEDULE_KEYS}
+        where = ""
+    merged.update(options)
+    schedule = schedule_from(merged, where, flag_style=not where)
+    limits = Limits(
+        **{
+            k: merged[k]
+            for k in ("max_requests", "max_tool_calls", "max_tokens", "max_cost")
+            if k in merged
+        }
+    )
+    model = merged.get("model") or os.environ.get(MODEL_ENV) or None
+    return Job(
+        name=job_name,
+        instructions=merged["instructions"],
+        schedule=schedule,
+        ignore_market_hours=merged.get("ignore_market_hours", False),
+        model=model,
+        mcp=merged.get("mcp"),
+        trading=merged.get("trading", "read-only"),
+        timeout=merged.get("timeout", Job.timeout),
+        max_delay=merged.get("max_delay", Job.max_delay),
+        limits=limits,
+        source=jobs_file.path if jobs_file and job_name in jobs_file.jobs else None,
+    )
+
+
+def load_env_file(path: Path, *, required: bool) -> None:
+    """Load a dotenv file into the environment, never overriding variables already set."""
+    if not path.is_file():
+        if required:
+            raise UsageError(f"{path}: env file not found")
+        return
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{path}: env file not readable")
+    from dotenv import load_dotenv  # only runs that have an env file pay for the import
+
+    load_dotenv(path, override=False)
+
+
+def with_schedule(job: Job, schedule: Schedule) -> Job:
+    return replace(job, schedule=schedule)

@@ -1,0 +1,254 @@
+"""One invocation of `tasty-oneshot run`, start to exit code.
+
+Read top to bottom: load the job, check the slot, take the lock, check the market, run the
+agent, record, exit. Each step is a call into the module named after it. Nothing heavy is
+imported before the market says the agent will run, so a skip stays light.
+"""
+
+import asyncio
+import logging
+import os
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tasty_oneshot import paths
+from tasty_oneshot.agent import check_ready
+from tasty_oneshot.errors import (
+    EXIT_FAILED,
+    EXIT_LOCKED,
+    EXIT_OK,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    EXIT_TIMEOUT,
+    UsageError,
+    one_line,
+)
+from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, load_env_file, load_jobs_file, resolve_job
+from tasty_oneshot.ledger import Ledger, Usage
+from tasty_oneshot.lock import JobLock, JobLocked
+from tasty_oneshot.schedule import check_slot, now_nyc
+
+log = logging.getLogger("tasty_oneshot")
+
+
+@dataclass
+class RunRequest:
+    """What the command line asked for; `options` holds only the job keys it gave."""
+
+    instructions: str | None = None
+    job: str | None = None
+    name: str | None = None
+    config: str | None = None
+    env_file: str | None = None
+    scheduled: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    status: str  # ok, failed, skipped, timeout, interrupted
+    reason: str
+    exit_code: int
+    output: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+
+
+def run(request: RunRequest) -> int:
+    started_at, started = now_nyc(), time.monotonic()
+    job = load_job(request)
+    if not request.scheduled and any(k in request.options for k in SCHEDULE_KEYS):
+        raise UsageError(
+            "schedule flags need a timer: run the job now without them, or schedule it with: "
+            + generate_units_command(request)
+        )
+    check_ready(job)
+    state = paths.state_dir()
+    ledger = Ledger(state)
+    log.info("job %s: %s", job.name, job.schedule.describe())
+
+    def record(status: str, reason: str, exit_code: int, slot=None) -> int:
+        log.log(logging.WARNING if exit_code else logging.INFO, "%s: %s", status, reason)
+        ledger.record(
+            job.name,
+            status,
+            reason,
+            started_at=started_at,
+            finished_at=now_nyc(),
+            exit_code=exit_code,
+            slot=slot,
+            model=job.model,
+            scheduled=request.scheduled,
+            trading=job.trading,
+            pid=os.getpid(),
+        )
+        return exit_code
+
+    slot = None
+    if request.scheduled:
+        check = check_slot(job.schedule, started_at, job.max_delay)
+        if check.skip_reason:
+            return record("skipped", check.skip_reason, EXIT_OK)
+        slot = check.slot
+
+    lock = JobLock(state, job.name)
+    try:
+        lock.acquire()
+    except JobLocked:
+        return record("locked", f"another run of {job.name} holds {lock.path}", EXIT_LOCKED, slot)
+    try:
+        if slot is not None and ledger.slot_used(job.name, slot):
+            return record("skipped", f"slot {slot.isoformat()} already done", EXIT_OK, slot)
+        deadline = started + job.timeout
+        return asyncio.run(
+            _market_then_agent(job, request, ledger, state, slot, deadline, started_at, record)
+        )
+    finally:
+        lock.release()
+        ledger.close()
+
+
+def load_job(request: RunRequest) -> Job:
+    """The job to run: env files loaded, the jobs file read, the command line applied."""
+    if request.env_file:
+        load_env_file(Path(request.env_file), required=True)
+    load_env_file(Path(".env"), required=False)
+    config = paths.config_path(request.config)
+    jobs_file = load_jobs_file(config) if config else None
+    return resolve_job(
+        jobs_file,
+        job_name=request.job,
+        instructions=request.instructions,
+        name=request.name,
+        options=request.options,
+    )
+
+
+@dataclass
+class Progress:
+    """What a run has done so far, for the ledger when it is stopped midway."""
+
+    run_id: int | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost: float | None = None
+
+
+async def _market_then_agent(
+    job, request, ledger, state, slot, deadline, started_at, record
+) -> int:
+    """The part of a run that may be stopped: by its timeout, SIGTERM or SIGINT."""
+    loop = asyncio.get_running_loop()
+    progress = Progress()
+    stopped_by: list[str] = []
+    work = asyncio.ensure_future(_work(job, ledger, state, slot, started_at, request, progress))
+
+    def stop(why: str) -> None:
+        if not stopped_by:
+            stopped_by.append(why)
+            work.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+    loop.call_later(max(0.0, deadline - time.monotonic()), stop, "timeout")
+    try:
+        outcome = await work
+    except asyncio.CancelledError:
+        outcome = {
+            "timeout": Outcome("timeout", f"passed its timeout of {job.timeout:g}s", EXIT_TIMEOUT),
+            "SIGTERM": Outcome("interrupted", "stopped by SIGTERM", EXIT_SIGTERM),
+            "SIGINT": Outcome("interrupted", "stopped by SIGINT", EXIT_SIGINT),
+        }[stopped_by[0] if stopped_by else "SIGTERM"]
+        outcome.usage, outcome.cost = progress.usage, progress.cost
+    if progress.run_id is None:
+        return record(outcome.status, outcome.reason, outcome.exit_code, slot)
+    log.log(
+        logging.INFO if outcome.exit_code == EXIT_OK else logging.ERROR,
+        "%s: %s",
+        outcome.status,
+        outcome.reason,
+    )
+    ledger.finish(
+        progress.run_id,
+        outcome.status,
+        outcome.reason,
+        finished_at=now_nyc(),
+        exit_code=outcome.exit_code,
+        output=outcome.output,
+        usage=outcome.usage,
+        cost=outcome.cost,
+    )
+    if outcome.output is not None:
+        sys.stdout.write(outcome.output.rstrip("\n") + "\n")
+        sys.stdout.flush()
+    return outcome.exit_code
+
+
+async def _work(job, ledger, state, slot, started_at, request, progress) -> Outcome:
+    if not job.ignore_market_hours:
+        from tasty_oneshot.market import Credentials, MarketCheckError, check_market
+
+        try:
+            verdict = await check_market(
+                slot or now_nyc(), state / "market", Credentials.from_env()
+            )
+        except MarketCheckError as exc:
+            return Outcome("failed", f"market check failed: {exc}", EXIT_FAILED)
+        log.info(verdict.describe())
+        if not verdict.open:
+            return Outcome("skipped", verdict.describe(), EXIT_OK)
+
+    from tasty_oneshot.agent import AgentFailed, run_agent
+
+    progress.run_id = ledger.start(
+        job.name,
+        started_at=started_at,
+        slot=slot,
+        model=job.model,
+        trading=job.trading,
+        scheduled=request.scheduled,
+        pid=os.getpid(),
+    )
+    log.info("running the agent (model %s, trading %s)", job.model, job.trading)
+    try:
+        result = await run_agent(job, now_nyc(), progress)
+    except AgentFailed as exc:
+        return Outcome("failed", exc.reason, EXIT_FAILED, usage=exc.usage, cost=exc.cost)
+    except Exception as exc:  # anything unforeseen is a failed run, never a crash
+        return Outcome("failed", f"error: {one_line(exc)}", EXIT_FAILED)
+    return Outcome(
+        "ok",
+        "the agent finished",
+        EXIT_OK,
+        output=result.output,
+        usage=result.usage,
+        cost=result.cost,
+    )
+
+
+def generate_units_command(request: RunRequest) -> str:
+    """The generate-units command that would schedule what this run was given."""
+    words = ["tasty-oneshot", "generate-units"]
+    if request.job:
+        words += ["--job", request.job]
+    else:
+        words.append(request.instructions or "")
+        if request.name:
+            words += ["--name", request.name]
+    if request.config:
+        words += ["--config", request.config]
+    for key in SCHEDULE_KEYS:
+        value = request.options.get(key)
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif value not in (None, False):
+            words += [flag, str(value)]
+    if request.options.get("ignore_market_hours"):
+        words.append("--ignore-market-hours")
+    words += ["--target", "systemd"]
+    return shlex.join(words)

@@ -1,0 +1,214 @@
+"""A job's schedule: the familiar flags turned into fire times in New York time.
+
+Every wall-clock time here is America/New_York. A fire time is an aware datetime; they are
+compared in UTC, because two NYC datetimes on the fall-back night compare by wall clock only.
+
+Daylight saving: a wall-clock time that does not exist that day (spring forward) is skipped;
+one that occurs twice (fall back) fires once, at its first occurrence.
+"""
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+NYC = ZoneInfo("America/New_York")
+DAY = 86400
+MARKET_OPEN = time(9, 30)
+
+_TIME = re.compile(r"^(\d{1,2})(?::(\d{2}))? ?([ap]m)?$", re.IGNORECASE)
+
+
+def parse_time(text: str) -> time:
+    """`9:30am`, `9:30 AM`, `4pm`, `09:30`, `16:00` -> a time of day (case, one space ignored)."""
+    match = _TIME.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a time like 9:30am, 4pm or 16:00")
+    hour, minute, meridiem = int(match[1]), int(match[2] or 0), (match[3] or "").lower()
+    if meridiem:
+        if not 1 <= hour <= 12:
+            raise ValueError(f"{text!r}: the hour must be 1-12 with am/pm")
+        hour = hour % 12 + (12 if meridiem == "pm" else 0)
+    elif match[2] is None:
+        raise ValueError(f"{text!r} is ambiguous: write {hour}:00 or {hour}am/pm")
+    if hour > 23 or minute > 59:
+        raise ValueError(f"{text!r} is not a time of day")
+    return time(hour, minute)
+
+
+def format_time(at: time) -> str:
+    """A time of day the way people write it: 9:30am, 4pm."""
+    hour = at.hour % 12 or 12
+    suffix = "am" if at.hour < 12 else "pm"
+    return f"{hour}{suffix}" if at.minute == 0 else f"{hour}:{at.minute:02d}{suffix}"
+
+
+def parse_cron(expression: str) -> str:
+    """Check a five-field cron expression; return it with its fields single-spaced."""
+    from croniter import croniter  # only schedules written in cron pay for the import
+
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expression!r} is not a five-field cron expression (M H DOM MON DOW)")
+    normalized = " ".join(fields)
+    if not croniter.is_valid(normalized):
+        raise ValueError(f"{expression!r} is not a valid cron expression")
+    return normalized
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a job fires. Empty (all None) means: only when started by hand."""
+
+    at: time | None = None  # --schedule / --market-open
+    period: int | None = None  # seconds: --hourly / --daily / --period
+    cron: str | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return self.at is None and self.period is None and self.cron is None
+
+    @property
+    def is_once(self) -> bool:
+        """A schedule time alone: one fire time, then never again."""
+        return self.at is not None and self.period is None and self.cron is None
+
+    @property
+    def is_wall_clock(self) -> bool:
+        """Whether the fire times are pinned to the NYC wall clock (and so have slots)."""
+        if self.cron is not None or self.is_once:
+            return True
+        return self.period is not None and DAY % self.period == 0
+
+    @property
+    def is_monotonic(self) -> bool:
+        """A period that does not divide 24 hours: every PERIOD from whenever it started."""
+        return self.period is not None and not self.is_wall_clock
+
+    def describe(self) -> str:
+        if self.is_empty:
+            return "no schedule"
+        if self.cron is not None:
+            return f"cron {self.cron!r} (NYC)"
+        if self.is_once:
+            return f"once at {format_time(self.at)} NYC"
+        every = {3600: "hourly", DAY: "daily"}.get(self.period, f"every {self.period}s")
+        if self.is_monotonic:
+            return f"{every} (monotonic, not pinned to the wall clock)"
+        anchor = f"anchored at {format_time(self.at)}" if self.at else "from midnight"
+        return f"{every} NYC, {anchor}"
+
+    def flags(self) -> list[str]:
+        """The command-line flags that say this schedule."""
+        if self.cron is not None:
+            return ["--cron", self.cron]
+        out = ["--schedule", format_time(self.at)] if self.at else []
+        if self.period == 3600:
+            out.append("--hourly")
+        elif self.period == DAY:
+            out.append("--daily")
+        elif self.period is not None:
+            out += ["--period", str(self.period)]
+        return out
+
+    def offsets(self) -> list[int]:
+        """Seconds after NYC midnight of each daily fire time (wall-clock periods and once)."""
+        anchor = self.at.hour * 3600 + self.at.minute * 60 if self.at else 0
+        if self.period is None:
+            return [anchor]
+        return list(range(anchor % self.period, DAY, self.period))
+
+    def _wall_times(self, day: date) -> Iterator[datetime]:
+        """Naive NYC wall-clock fire times from `day` on, ascending, forever."""
+        if self.cron is not None:
+            from croniter import croniter
+
+            it = croniter(self.cron, datetime.combine(day, time()) - timedelta(seconds=1))
+            while True:
+                yield it.get_next(datetime)
+        offsets = self.offsets()
+        while True:
+            midnight = datetime.combine(day, time())
+            for offset in offsets:
+                yield midnight + timedelta(seconds=offset)
+            day += timedelta(days=1)
+
+    def fire_times(self, after: datetime, *, recurring: bool = False) -> Iterator[datetime]:
+        """Fire times strictly after `after`, in NYC, ascending.
+
+        A schedule time alone fires once; `recurring=True` treats it as daily instead, which is
+        what the slot guard needs (it asks "was there a fire time just now?").
+        A monotonic period yields after + k * period.
+        """
+        if self.is_empty:
+            return
+        if self.is_monotonic:
+            k = 1
+            while True:
+                yield (after + timedelta(seconds=k * self.period)).astimezone(NYC)
+                k += 1
+        after_utc = after.astimezone(UTC)
+        start_day = after_utc.astimezone(NYC).date() - timedelta(days=1)
+        for wall in self._wall_times(start_day):
+            fire = localize(wall)
+            if fire is None or fire.astimezone(UTC) <= after_utc:
+                continue
+            yield fire
+            if self.is_once and not recurring:
+                return
+
+    def last_fire_time(self, now: datetime, lookback: timedelta) -> datetime | None:
+        """The latest fire time at or before `now`, looking back at most `lookback`."""
+        if not self.is_wall_clock:
+            return None
+        now_utc = now.astimezone(UTC)
+        last = None
+        for fire in self.fire_times(now - lookback, recurring=True):
+            if fire.astimezone(UTC) > now_utc:
+                break
+            last = fire
+        return last
+
+
+def localize(wall: datetime) -> datetime | None:
+    """A naive NYC wall-clock time as an aware one: None in a spring-forward gap, the first
+    occurrence in a fall-back fold."""
+    aware = wall.replace(tzinfo=NYC, fold=0)
+    back = aware.astimezone(UTC).astimezone(NYC)
+    if back.replace(tzinfo=None) != wall:
+        return None
+    return back
+
+
+def now_nyc() -> datetime:
+    return datetime.now(UTC).astimezone(NYC)
+
+
+@dataclass(frozen=True)
+class SlotCheck:
+    """The slot guard's answer for `run --scheduled`."""
+
+    slot: datetime | None  # the fire time this invocation runs, if any
+    skip_reason: str | None  # why it must not run, if it must not
+
+
+def check_slot(schedule: Schedule, now: datetime, max_delay: int) -> SlotCheck:
+    """Is `now` at most `max_delay` seconds after a fire time of `schedule`?
+
+    Schedules with no wall-clock fire times (none, or a monotonic period) have no slots:
+    every timer firing may run.
+    """
+    if not schedule.is_wall_clock:
+        return SlotCheck(None, None)
+    last = schedule.last_fire_time(now, timedelta(days=8))
+    if last is None:
+        return SlotCheck(None, "off schedule: no fire time in the last 8 days")
+    late = (now.astimezone(UTC) - last.astimezone(UTC)).total_seconds()
+    if late > max_delay:
+        return SlotCheck(
+            None,
+            f"stale: the last fire time {last.isoformat(timespec='seconds')} was {late:.0f}s "
+            f"ago, more than the max delay of {max_delay}s",
+        )
+    return SlotCheck(last, None)
