@@ -84,8 +84,11 @@ def server_env() -> dict[str, str]:
     return {k: os.environ[k] for k in TASTYTRADE_ENV if os.environ.get(k)}
 
 
-def mcp_toolset(server: McpServer | None):
-    """The MCP toolset: tasty-agent over stdio by default, else the jobs file's server."""
+def mcp_toolset(server: McpServer | None, log_file: Path):
+    """The MCP toolset: tasty-agent over stdio by default, else the jobs file's server.
+
+    A stdio server's own stderr goes to `log_file`, keeping our stderr to our log format.
+    """
     from fastmcp.client.transports import StdioTransport
     from pydantic_ai.mcp import MCPToolset
 
@@ -96,7 +99,8 @@ def mcp_toolset(server: McpServer | None):
     else:
         command, args = server.command, list(server.args)
     # keep_alive=False: the server process ends with the run, whatever ends the run.
-    return MCPToolset(StdioTransport(command, args, env=server_env(), keep_alive=False))
+    transport = StdioTransport(command, args, env=server_env(), keep_alive=False, log_file=log_file)
+    return MCPToolset(transport)
 
 
 def instructions_for(job: Job, now: datetime) -> str:
@@ -125,7 +129,7 @@ def usage_limits(limits: Limits):
     )
 
 
-async def run_agent(job: Job, now: datetime, progress=None) -> AgentResult:
+async def run_agent(job: Job, now: datetime, log_dir: Path, progress=None) -> AgentResult:
     """Run the job's instructions once; AgentFailed on a model, MCP server or limit error.
 
     `progress` (with .usage and .cost) is kept up to date for a run that is stopped midway.
@@ -135,7 +139,9 @@ async def run_agent(job: Job, now: datetime, progress=None) -> AgentResult:
 
     from tasty_oneshot.trading import TradingPolicy
 
-    toolset = TradingPolicy(mcp_toolset(job.mcp), mode=job.trading)
+    log_dir.mkdir(mode=0o700, exist_ok=True)
+    server_log = log_dir / f"{job.name}.mcp.log"
+    toolset = TradingPolicy(mcp_toolset(job.mcp, server_log), mode=job.trading)
     agent = Agent(job.model, toolsets=[toolset], instructions=instructions_for(job, now))
     run = None
     try:
@@ -147,13 +153,14 @@ async def run_agent(job: Job, now: datetime, progress=None) -> AgentResult:
     except UsageLimitExceeded as exc:
         raise AgentFailed(f"limit: {exc}", *_usage(run)) from exc
     except Exception as exc:
-        raise AgentFailed(f"error: {one_line(exc)}", *_usage(run)) from exc
+        reason = f"error: {one_line(exc)} (MCP server log: {server_log})"
+        raise AgentFailed(reason, *_usage(run)) from exc
     return AgentResult(str(output), *_usage(run))
 
 
 def _usage(run) -> tuple[Usage, float | None]:
     if run is None:
         return Usage(), None
-    u = run.usage()
+    u = run.usage
     cost = float(u.cost) if getattr(u, "cost", None) is not None else None
     return Usage(u.requests, u.input_tokens, u.output_tokens, u.tool_calls), cost

@@ -215,7 +215,7 @@ async def _work(job, ledger, state, slot, started_at, request, progress) -> Outc
     )
     log.info("running the agent (model %s, trading %s)", job.model, job.trading)
     try:
-        result = await run_agent(job, now_nyc(), progress)
+        result = await run_agent(job, now_nyc(), state / "logs", progress)
     except AgentFailed as exc:
         return Outcome("failed", exc.reason, EXIT_FAILED, usage=exc.usage, cost=exc.cost)
     except Exception as exc:  # anything unforeseen is a failed run, never a crash
