@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from tasty_oneshot import __version__
-from tasty_oneshot.errors import EXIT_USAGE, UsageError
+from tasty_oneshot.errors import EXIT_SIGINT, EXIT_USAGE, UsageError
 from tasty_oneshot.jobs import JOB_KEYS, check_keys
 from tasty_oneshot.schedule import NYC
 
@@ -145,4 +145,6 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         logging.getLogger("tasty_oneshot").error("%s", exc)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # before a run started: nothing to stop or record
+        return EXIT_SIGINT
     raise AssertionError(args.command)

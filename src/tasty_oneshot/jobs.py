@@ -9,7 +9,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -300,7 +300,7 @@ def resolve_job(
         timeout=merged.get("timeout", Job.timeout),
         max_delay=merged.get("max_delay", Job.max_delay),
         limits=limits,
-        source=jobs_file.path if jobs_file and job_name in jobs_file.jobs else None,
+        source=jobs_file.path if instructions is None else None,
     )
 
 
@@ -316,6 +316,3 @@ def load_env_file(path: Path, *, required: bool) -> None:
 
     load_dotenv(path, override=False)
 
-
-def with_schedule(job: Job, schedule: Schedule) -> Job:
-    return replace(job, schedule=schedule)
