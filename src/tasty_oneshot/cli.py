@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=_positive_int, metavar="N")
     run.add_argument("--max-cost", type=_positive_float, metavar="USD")
 
+    upcoming = commands.add_parser("next", help="preview the next fire times")
+    _add_job_selection(upcoming)
+    _add_schedule_flags(upcoming)
+    upcoming.add_argument("--count", type=_positive_int, metavar="N", default=10)
+    upcoming.add_argument("--json", action="store_true")
+
     history = commands.add_parser("history", help="read the run ledger")
     history.add_argument("--job", metavar="NAME")
     history.add_argument("--limit", type=_positive_int, metavar="N", default=20)
@@ -138,6 +144,24 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
                     options=_job_options(args),
                 )
             )
+        if args.command == "next":
+            from tasty_oneshot.next_fires import show_next
+            from tasty_oneshot.runner import RunRequest, load_job
+
+            options = _job_options(args)
+            instructions = args.instructions
+            if instructions is None and args.job is None:
+                instructions = "(schedule preview)"  # flags alone: preview them
+            job = load_job(
+                RunRequest(
+                    instructions=instructions,
+                    job=args.job,
+                    name=args.name or (None if args.instructions else "preview"),
+                    config=args.config,
+                    options=options,
+                )
+            )
+            return show_next(job, args.count, args.json)
         if args.command == "history":
             from tasty_oneshot.history import history
 

@@ -6,6 +6,7 @@ closes included) decides. Each day's session is cached in the state directory, s
 on the same day neither call the broker nor import pandas again.
 """
 
+import functools
 import json
 import logging
 import os
@@ -148,14 +149,19 @@ async def broker_day(day: date, credentials: Credentials, **client_kwargs: Any) 
 
 def calendar_day(day: date) -> MarketDay:
     """The day's regular session according to the offline NYSE calendar."""
-    import exchange_calendars
-
-    calendar = exchange_calendars.get_calendar("XNYS")
+    calendar = _xnys()
     if not calendar.is_session(day):
         return MarketDay(day, None, None, CALENDAR)
     open_at = calendar.session_open(day).to_pydatetime().astimezone(UTC)
     close_at = calendar.session_close(day).to_pydatetime().astimezone(UTC)
     return MarketDay(day, open_at, close_at, CALENDAR)
+
+
+@functools.cache
+def _xnys():
+    import exchange_calendars
+
+    return exchange_calendars.get_calendar("XNYS")
 
 
 def _cache_path(cache_dir: Path, day: date, source: str) -> Path:

@@ -1,0 +1,49 @@
+"""`tasty-oneshot next`: preview a job's next fire times, judged with the offline calendar."""
+
+import json
+import sys
+from datetime import UTC
+
+from tasty_oneshot.errors import EXIT_OK, UsageError
+from tasty_oneshot.jobs import Job
+from tasty_oneshot.market import calendar_day
+from tasty_oneshot.schedule import NYC, now_nyc
+
+
+def fire_time_rows(job: Job, count: int) -> list[dict]:
+    """The next `count` fire times from now, each with whether the market is open then."""
+    if job.schedule.is_empty:
+        raise UsageError(f"job {job.name} has no schedule: give schedule flags or keys")
+    rows = []
+    for fire in job.schedule.fire_times(now_nyc()):
+        market_open = calendar_day(fire.astimezone(NYC).date()).is_open(fire)
+        rows.append(
+            {
+                "at": fire.astimezone(NYC).isoformat(),
+                "utc": fire.astimezone(UTC).isoformat(),
+                "market_open": market_open,
+                "will_run": market_open or job.ignore_market_hours,
+            }
+        )
+        if len(rows) == count:
+            break
+    return rows
+
+
+def show_next(job: Job, count: int, as_json: bool) -> int:
+    rows = fire_time_rows(job, count)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return EXIT_OK
+    out = sys.stdout
+    out.write(f"{job.name}: {job.schedule.describe()}\n")
+    if job.schedule.is_monotonic:
+        out.write(
+            "  (a monotonic period: times below count from now; the timer counts from "
+            "when it starts)\n"
+        )
+    for row in rows:
+        at = row["at"].replace("T", " ")
+        state = "runs" if row["will_run"] else "skip: market closed"
+        out.write(f"  {at}  ({row['utc'].replace('T', ' ')[:-6]} UTC)  {state}\n")
+    return EXIT_OK
