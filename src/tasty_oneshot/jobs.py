@@ -5,7 +5,6 @@ decide and exit in well under 150 ms, and importing pydantic alone costs more th
 machines this runs on. Every error names the file, the job and the key, on one line.
 """
 
-import hashlib
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -208,11 +207,22 @@ def load_jobs_file(path: Path) -> JobsFile:
         raise UsageError(f"{path}: cannot read the jobs file: {exc.strerror}") from None
     try:
         data = yaml.safe_load(text)
+        duplicate = _first_duplicate(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise UsageError(f"{path}: not valid YAML{at}: {problem}") from None
+    if duplicate:
+        # PyYAML keeps the last of two equal keys: a job or a key would silently vanish.
+        trail, line = duplicate
+        if len(trail) >= 2 and trail[0] == "jobs":
+            where, what = f"job '{trail[1]}': ", "defined twice"
+            if len(trail) > 2:
+                what = f"key '{'.'.join(trail[2:])}': given twice"
+        else:
+            where, what = "", f"key '{'.'.join(trail)}': given twice"
+        raise UsageError(f"{path}: {where}{what} (line {line})")
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -236,8 +246,35 @@ def load_jobs_file(path: Path) -> JobsFile:
     return JobsFile(path=path, defaults=defaults, jobs=jobs)
 
 
+def _first_duplicate(root: Any) -> tuple[tuple[str, ...], int] | None:
+    """The keys leading to the first key given twice in one mapping, and its line; or None."""
+    import yaml
+
+    stack, visited = [(root, ())], set()
+    while stack:
+        node, trail = stack.pop()
+        if id(node) in visited:  # an alias of a node already walked (aliases may recurse)
+            continue
+        visited.add(id(node))
+        children = []
+        if isinstance(node, yaml.SequenceNode):
+            children = [(item, trail) for item in node.value]
+        elif isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name in seen:
+                    return (*trail, name), key.start_mark.line + 1
+                seen.add(name)
+                children.append((value, (*trail, str(name))))
+        stack.extend(reversed(children))
+    return None
+
+
 def adhoc_name(instructions: str) -> str:
     """A stable name for ad hoc instructions: a readable slug plus a short hash."""
+    import hashlib  # not at the top: only ad hoc runs need it, and a skip must stay light
+
     slug = re.sub(r"[^a-z0-9]+", "-", instructions.lower()).strip("-")[:40].strip("-")
     digest = hashlib.sha256(instructions.encode()).hexdigest()[:8]
     return f"{slug}-{digest}" if slug else f"job-{digest}"
@@ -315,4 +352,3 @@ def load_env_file(path: Path, *, required: bool) -> None:
     from dotenv import load_dotenv  # only runs that have an env file pay for the import
 
     load_dotenv(path, override=False)
-

@@ -94,6 +94,20 @@ class Verdict:
         return f"market {state} (decided by {self.source}: {self.session.describe()})"
 
 
+def cached_verdict(
+    at: datetime, cache_dir: Path, credentials: Credentials | None
+) -> "Verdict | None":
+    """The verdict from today's cache alone, if the source that would decide has cached it.
+
+    Cheap and synchronous: a skip decided here never imports asyncio, pandas or the SDK.
+    """
+    day = at.astimezone(NYC).date()
+    session = _read_cache(cache_dir, day, BROKER if credentials else CALENDAR)
+    if session is None:
+        return None
+    return Verdict(open=session.is_open(at), source=session.source, session=session)
+
+
 async def check_market(
     at: datetime, cache_dir: Path, credentials: Credentials | None, **broker_client: Any
 ) -> Verdict:
@@ -171,9 +185,11 @@ def _cache_path(cache_dir: Path, day: date, source: str) -> Path:
 
 def _read_cache(cache_dir: Path, day: date, source: str) -> MarketDay | None:
     try:
-        return MarketDay.from_json(json.loads(_cache_path(cache_dir, day, source).read_text()))
+        cached = MarketDay.from_json(json.loads(_cache_path(cache_dir, day, source).read_text()))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    # A file that describes another day or source is as good as corrupt: ignore it.
+    return cached if (cached.day, cached.source) == (day, source) else None
 
 
 def _write_cache(cache_dir: Path, session: MarketDay) -> None:

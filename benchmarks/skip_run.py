@@ -1,0 +1,292 @@
+"""How much a run costs when it does not run the agent: a skip, and a lock refusal.
+
+    .venv/bin/python benchmarks/skip_run.py [-n 15] [--at "2026-11-26 15:00:00"]
+
+Prints wall time (median, p90) and peak RSS per case, each child measured on its own with
+wait4(2), against `python -I -c pass` as the floor. Also checks, with `python -X importtime`,
+that a skipped run imports none of the heavy packages, and lists what it does import.
+
+Targets (from the issue): skip median <= 150 ms and <= 40 MB peak RSS; lock refusal <= 150 ms.
+Not a test: figures depend on the machine. Exits 1 if a heavy import is found.
+"""
+
+import argparse
+import fcntl
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+PYTHON = sys.executable
+CLI = str(Path(sys.executable).parent / "tasty-oneshot")
+FAKETIME = shutil.which("faketime")
+JOB = "bench"
+HEAVY = (
+    "pydantic_ai",
+    "mcp",
+    "fastmcp",
+    "tastytrade",
+    "pandas",
+    "exchange_calendars",
+    "pydantic",
+    "typer",
+    "numpy",
+    "httpx",
+    "httpx2",
+    "openai",
+    "anthropic",
+)
+NOTABLE = (
+    "asyncio",
+    "ssl",
+    "socket",
+    "subprocess",
+    "yaml",
+    "logging",
+    "argparse",
+    "dataclasses",
+    "inspect",
+    "typing",
+    "pathlib",
+    "zoneinfo",
+    "hashlib",
+    "sqlite3",
+    "json",
+    "shutil",
+)
+TARGET_MS = 150
+TARGET_MB = 40
+
+
+def measure(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, int, str]:
+    """Run argv once: (wall seconds, peak RSS MB of it and its descendants, exit code, stderr)."""
+    err_path = cwd / ".stderr"
+    with open(os.devnull, "wb") as devnull, open(err_path, "wb") as err:
+        actions = [
+            (os.POSIX_SPAWN_DUP2, devnull.fileno(), 1),
+            (os.POSIX_SPAWN_DUP2, err.fileno(), 2),
+        ]
+        old = os.getcwd()
+        os.chdir(cwd)
+        try:
+            start = time.perf_counter()
+            pid = os.posix_spawn(argv[0], argv, env, file_actions=actions)
+            _, status, usage = os.wait4(pid, 0)
+            wall = time.perf_counter() - start
+        finally:
+            os.chdir(old)
+    return wall, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status), err_path.read_text()
+
+
+def bench(name, argv, env, cwd, runs, expect, results, check=None):
+    walls, peaks = [], []
+    for i in range(runs):
+        wall, peak, code, stderr = measure(argv, env, cwd)
+        if code != expect:
+            sys.exit(f"{name}: exit {code}, expected {expect}\n{stderr}")
+        if check is not None and i == 0:
+            check(stderr)
+        walls.append(wall * 1000)
+        peaks.append(peak)
+    walls.sort()
+    p90 = walls[min(len(walls) - 1, round(0.9 * (len(walls) - 1)))]
+    results.append((name, statistics.median(walls), p90, max(peaks)))
+
+
+def imported(argv_tail: list[str], env: dict[str, str], cwd: Path, wrap: list[str]):
+    """Run the CLI under -X importtime: ([(cumulative us, self us, module)], stderr)."""
+    argv = [*wrap, PYTHON, "-X", "importtime", CLI, *argv_tail]
+    _, _, code, stderr = measure(argv, env, cwd)
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        self_us, cumulative, module = line.removeprefix("import time:").split("|")
+        rows.append((int(cumulative), int(self_us), module.rstrip()[1:]))  # keeps the indent
+    return code, rows, stderr
+
+
+def top_level(module: str) -> str:
+    return module.strip().split(".")[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--runs", type=int, default=15)
+    parser.add_argument(
+        "--at",
+        default="2026-11-26 15:00:00",
+        help="UTC time the skip runs at, through faketime (default: Thanksgiving 2026, 10:00 NYC)",
+    )
+    options = parser.parse_args()
+    if not os.path.exists(CLI):
+        sys.exit(f"{CLI} not found: run this with the venv's python (.venv/bin/python)")
+    runs = options.runs
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average before: {load} on {os.cpu_count()} CPUs")
+    root = Path(tempfile.mkdtemp(prefix="tasty-oneshot-bench-"))
+    try:
+        return run_benchmarks(root, runs, options.at)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_benchmarks(root: Path, runs: int, at: str) -> int:
+    work, state, home = root / "work", root / "state", root / "home"
+    for d in (work, home):
+        d.mkdir()
+    config = work / "jobs.yaml"
+    config.write_text(
+        "model: test\n"
+        f"mcp:\n  command: {PYTHON}\n  args: ['-c', 'pass']\n"
+        f"jobs:\n  {JOB}:\n    instructions: Check my positions\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TZ": "UTC",
+        "TASTY_ONESHOT_STATE_DIR": str(state),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+    }
+    run = [CLI, "run", "--job", JOB, "--config", str(config)]
+    results: list[tuple[str, float, float, float]] = []
+    notes: list[str] = []
+
+    # The skip: pinned to a closed time with faketime when it is installed, else the real clock
+    # (which then must find the market closed: run it on a night or a weekend).
+    wrap = [FAKETIME, at] if FAKETIME else []
+    if not FAKETIME:
+        notes.append("faketime not installed: the skip uses the real clock")
+    clock = f"faketime {at!r} UTC" if FAKETIME else "real clock"
+
+    warm = measure([*wrap, *run], env, work)
+    if warm[2] != 0 or "market closed" not in warm[3]:
+        sys.exit(f"the warm-up run did not skip as closed at {clock}:\n{warm[3]}")
+    cached = sorted(p.name for p in (state / "market").iterdir())
+    notes.append(f"market cache after warm-up: {', '.join(cached)}")
+
+    # With credentials too: the broker's session for the day, as the broker would have said it,
+    # cached beforehand; then no request and no SDK import. (Dummy credentials; a proxy port
+    # nobody listens on stops any request from leaving the machine if the cache were missed.)
+    creds_env = dict(
+        env,
+        TASTYTRADE_CLIENT_SECRET="dummy-secret",
+        TASTYTRADE_REFRESH_TOKEN="dummy-token",
+        HTTPS_PROXY="http://127.0.0.1:9",
+        ALL_PROXY="http://127.0.0.1:9",
+    )
+    day = warm_broker_cache(state / "market", at if FAKETIME else None)
+    notes.append(f"broker cache written for {day} (no regular session)")
+
+    bench("python -I -c pass", [PYTHON, "-I", "-c", "pass"], env, work, runs, 0, results)
+    if FAKETIME:
+        argv = [FAKETIME, at, PYTHON, "-I", "-c", "pass"]
+        bench("faketime + python -I -c pass", argv, env, work, runs, 0, results)
+
+    def must_skip(stderr: str) -> None:
+        if "market closed" not in stderr or "skipped" not in stderr:
+            sys.exit(f"the benchmarked run did not skip:\n{stderr}")
+
+    def must_skip_by_broker(stderr: str) -> None:
+        must_skip(stderr)
+        if "decided by broker" not in stderr:
+            sys.exit(f"the cached broker session did not decide:\n{stderr}")
+
+    name = f"skip, calendar cached ({'faketime' if FAKETIME else 'real clock'})"
+    bench(name, [*wrap, *run], env, work, runs, 0, results, must_skip)
+    name = f"skip, broker cached ({'faketime' if FAKETIME else 'real clock'})"
+    bench(name, [*wrap, *run], creds_env, work, runs, 0, results, must_skip_by_broker)
+
+    # Without faketime, if the market happens to be closed now (no LD_PRELOAD overhead).
+    if FAKETIME:
+        probe = measure(run, env, work)
+        if probe[2] == 0 and "market closed" in probe[3]:
+            bench("skip, calendar cached (real clock)", run, env, work, runs, 0, results)
+        else:
+            notes.append("market open now: no real-clock skip case")
+
+    # The lock refusal: hold the job's lock as a running invocation would.
+    lock_path = state / "locks" / f"{JOB}.lock"
+    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        bench("lock refusal (exit 75)", run, env, work, runs, 75, results)
+    finally:
+        os.close(fd)
+
+    print_table(results, runs)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average after: {load} on {os.cpu_count()} CPUs (other work inflates the times)")
+
+    # What a skip imports.
+    code, rows, stderr = imported(run[1:], env, work, wrap)
+    if code != 0 or "market closed" not in stderr:
+        sys.exit(f"the -X importtime run did not skip:\n{stderr}")
+    _, creds_rows, _ = imported(run[1:], creds_env, work, wrap)
+    status = 0
+    for label, found_rows in (("skip", rows), ("skip with credentials", creds_rows)):
+        modules = {top_level(m) for _, _, m in found_rows}
+        heavy = sorted(modules & set(HEAVY))
+        if heavy:
+            status = 1
+            print(f"\nFAIL: a {label} imported {', '.join(heavy)}")
+        else:
+            print(f"\nOK: a {label} imports none of {', '.join(HEAVY)}")
+    total_self = sum(s for _, s, _ in rows) / 1000
+    roots = {}
+    for cumulative, _, module in rows:
+        if not module.startswith(" "):  # a top-level import
+            roots[module] = roots.get(module, 0) + cumulative
+    print(
+        f"imports in a skip: {len(rows)} modules, {total_self:.1f} ms in all (-X importtime, "
+        "itself slows imports down); the costliest top-level imports:"
+    )
+    for module, cumulative in sorted(roots.items(), key=lambda kv: -kv[1])[:12]:
+        print(f"  {cumulative / 1000:7.1f} ms  {module}")
+    ours = sorted((c, m.strip()) for c, _, m in rows if m.strip().startswith("tasty_oneshot"))[::-1]
+    print(
+        "tasty_oneshot modules (cumulative): " + ", ".join(f"{m} {c / 1000:.1f}" for c, m in ours)
+    )
+    notable = {m.strip(): c for c, _, m in rows if m.strip() in NOTABLE}
+    print(
+        "notable imports (cumulative ms, counting only what was not already imported): "
+        + ", ".join(f"{m} {c / 1000:.1f}" for m, c in sorted(notable.items(), key=lambda x: -x[1]))
+    )
+    for note in notes:
+        print(f"note: {note}")
+    return status
+
+
+def warm_broker_cache(cache_dir: Path, at: str | None) -> date:
+    """Cache the broker's answer for the benchmark's day, in the format market.py writes."""
+    from tasty_oneshot import market
+    from tasty_oneshot.schedule import NYC
+
+    moment = datetime.fromisoformat(at).replace(tzinfo=UTC) if at else datetime.now(UTC)
+    day = moment.astimezone(NYC).date()
+    market._write_cache(cache_dir, market.MarketDay(day, None, None, market.BROKER))
+    return day
+
+
+def print_table(results, runs: int) -> None:
+    floor = results[0][1]
+    print(f"\n{runs} runs each; peak RSS is the largest of the child and its descendants\n")
+    print(f"{'case':42} {'median ms':>10} {'p90 ms':>8} {'peak MB':>8} {'x pass':>7}  target")
+    for name, median, p90, peak in results:
+        target = ""
+        if name.startswith("skip"):
+            ok = median <= TARGET_MS and peak <= TARGET_MB
+            target = f"<= {TARGET_MS} ms, <= {TARGET_MB} MB: {'met' if ok else 'MISSED'}"
+        elif name.startswith("lock"):
+            target = f"<= {TARGET_MS} ms: {'met' if median <= TARGET_MS else 'MISSED'}"
+        print(f"{name:42} {median:10.1f} {p90:8.1f} {peak:8.1f} {median / floor:7.2f}  {target}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,500 @@
+"""The jobs file, the command line and the environment, through the real `run` command.
+
+Bad input must exit 2 with one line on stderr that says where the problem is, and nothing may
+run: no ledger row, no MCP server started. Good input must layer as the contract says.
+
+Many positive checks here need a run that is recorded but does not start the agent (the agent
+takes seconds to import and run): a `--scheduled` invocation long after its slot is such a run,
+a "stale" skip whose ledger row still carries the resolved job's name, model and trading mode.
+"""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+# 2026-11-30 (a Monday) 18:00 UTC is 13:00 NYC: hours after a 9:30am slot, so `--scheduled` is
+# a stale skip, recorded without starting the agent.
+STALE = "2026-11-30 18:00:00"
+
+GOOD_JOB = 'jobs:\n  check:\n    instructions: Check my positions\n    schedule: "9:30am"\n'
+
+
+def jobs_file(ws, body: str, *, model: str | None = "test", name="tasty-oneshot.yaml"):
+    """Write a jobs file that uses the fake MCP server; `body` holds the rest of its keys."""
+    head = f"model: {model}\n" if model else ""
+    return ws.write(name, head + ws.fake_mcp_yaml() + body)
+
+
+def assert_nothing_ran(ws) -> None:
+    assert ws.server_starts() == []
+    if ws.state.is_dir():  # the ledger may exist, but must hold no row
+        assert ws.history() == []
+
+
+def usage_error(ws, result: subprocess.CompletedProcess) -> str:
+    """Check exit 2, nothing on stdout, one log line on stderr, nothing run; return the line."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - ERROR - ", lines[0]), lines[0]
+    assert_nothing_ran(ws)
+    return lines[0]
+
+
+def latest(ws) -> dict:
+    return ws.history("--limit", "1")[0]
+
+
+# --- a bad jobs file: exit 2, naming the file, the job and the key -------------------------
+
+BAD_JOBS = {
+    "unknown job key": (
+        'jobs:\n  check:\n    instructions: Check\n    shedule: "9:30am"\n',
+        "check",
+        ["shedule"],
+        "unknown",
+    ),
+    "wrong type: period a string": (
+        "jobs:\n  check:\n    instructions: Check\n    period: abc\n",
+        "check",
+        ["period"],
+        "",
+    ),
+    "wrong type: period zero": (
+        "jobs:\n  check:\n    instructions: Check\n    period: 0\n",
+        "check",
+        ["period"],
+        "",
+    ),
+    "wrong type: period fractional": (
+        "jobs:\n  check:\n    instructions: Check\n    period: 1800.5\n",
+        "check",
+        ["period"],
+        "",
+    ),
+    "wrong type: daily a string": (
+        'jobs:\n  check:\n    instructions: Check\n    daily: "yes"\n',
+        "check",
+        ["daily"],
+        "",
+    ),
+    "wrong type: timeout negative": (
+        "jobs:\n  check:\n    instructions: Check\n    timeout: -5\n",
+        "check",
+        ["timeout"],
+        "",
+    ),
+    "wrong value: trading": (
+        "jobs:\n  check:\n    instructions: Check\n    trading: yolo\n",
+        "check",
+        ["trading"],
+        "read-only",
+    ),
+    "bad time": (
+        'jobs:\n  check:\n    instructions: Check\n    schedule: "25:99"\n',
+        "check",
+        ["schedule"],
+        "25:99",
+    ),
+    "unquoted time, read by YAML as a number": (
+        "jobs:\n  check:\n    instructions: Check\n    schedule: 9:30\n",
+        "check",
+        ["schedule"],
+        "quote",
+    ),
+    "two period keys": (
+        "jobs:\n  check:\n    instructions: Check\n    hourly: true\n    daily: true\n",
+        "check",
+        ["hourly", "daily"],
+        "",
+    ),
+    "cron with a schedule time": (
+        'jobs:\n  check:\n    instructions: Check\n    cron: "0 10 * * *"\n    hourly: true\n',
+        "check",
+        ["cron", "hourly"],
+        "",
+    ),
+    "bad cron": (
+        'jobs:\n  check:\n    instructions: Check\n    cron: "61 * * * *"\n',
+        "check",
+        ["cron"],
+        "",
+    ),
+    "market_open with another time": (
+        'jobs:\n  check:\n    instructions: Check\n    market_open: true\n    schedule: "10am"\n',
+        "check",
+        ["market_open", "schedule"],
+        "",
+    ),
+    "no instructions": (
+        'jobs:\n  check:\n    schedule: "9:30am"\n',
+        "check",
+        ["instructions"],
+        "",
+    ),
+    "mcp with command and url in a job": (
+        "jobs:\n  check:\n    instructions: Check\n"
+        "    mcp: {command: tasty-agent, url: 'https://example.org/mcp'}\n",
+        "check",
+        ["mcp"],
+        "",
+    ),
+    "a flaw in another job than the one run": (
+        GOOD_JOB + "  other:\n    instructions: Other\n    hourly: maybe\n",
+        "other",
+        ["hourly"],
+        "",
+    ),
+}
+
+
+@pytest.mark.parametrize(("body", "job", "keys", "hint"), BAD_JOBS.values(), ids=list(BAD_JOBS))
+def test_a_bad_job_is_a_one_line_usage_error_naming_file_job_and_key(ws, body, job, keys, hint):
+    path = jobs_file(ws, body)
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert str(path) in line
+    assert f"'{job}'" in line
+    assert any(f"'{key}'" in line for key in keys), line
+    assert hint in line
+
+
+BAD_TOP_LEVEL = {
+    "unknown top-level key": ("modle: test\n" + GOOD_JOB, "modle", "unknown"),
+    "wrong top-level type": ("max_requests: many\n" + GOOD_JOB, "max_requests", ""),
+    "jobs not a mapping": ("jobs:\n  - check\n", "jobs", ""),
+    "a self-referring alias": ("extra: &loop [*loop]\n" + GOOD_JOB, "extra", "unknown"),
+}
+
+
+@pytest.mark.parametrize(("body", "key", "hint"), BAD_TOP_LEVEL.values(), ids=list(BAD_TOP_LEVEL))
+def test_a_bad_top_level_key_is_a_one_line_usage_error_naming_file_and_key(ws, body, key, hint):
+    path = jobs_file(ws, body)
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert str(path) in line and f"'{key}'" in line and hint in line
+
+
+DUPLICATES = {
+    "a job defined twice": (GOOD_JOB + "  check:\n    instructions: Other\n", "'check'"),
+    "a key given twice in a job": (GOOD_JOB + '    schedule: "4pm"\n', "'schedule'"),
+    "a top-level key given twice": ("model: test\n" + GOOD_JOB, "'model'"),
+}
+
+
+@pytest.mark.parametrize(("body", "named"), DUPLICATES.values(), ids=list(DUPLICATES))
+def test_a_key_given_twice_is_a_usage_error_not_silently_the_last(ws, body, named):
+    # YAML parsers commonly keep the last of two equal keys: a job would silently vanish.
+    path = jobs_file(ws, body)
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert str(path) in line and named in line
+    assert "twice" in line
+
+
+def test_mcp_with_both_command_and_url_is_a_usage_error(ws):
+    path = ws.write(
+        "tasty-oneshot.yaml",
+        "model: test\nmcp:\n  command: tasty-agent\n  url: https://example.org/mcp\n" + GOOD_JOB,
+    )
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert str(path) in line and "'mcp'" in line
+
+
+def test_an_ad_hoc_run_is_refused_too_when_the_jobs_file_it_would_use_is_bad(ws):
+    path = jobs_file(ws, "modle: test\n" + GOOD_JOB)
+    line = usage_error(ws, ws.cli("run", "Check my positions", "--ignore-market-hours"))
+    assert str(path) in line and "'modle'" in line
+
+
+def test_a_bad_job_name_is_a_usage_error(ws):
+    path = jobs_file(ws, "jobs:\n  Morning_Check:\n    instructions: Check\n")
+    line = usage_error(ws, ws.cli("run", "--job", "Morning_Check", "--ignore-market-hours"))
+    assert str(path) in line and "Morning_Check" in line
+
+
+# --- finding and reading the jobs file -----------------------------------------------------
+
+
+def test_unknown_job_is_a_usage_error_naming_the_file_and_the_job(ws):
+    path = jobs_file(ws, GOOD_JOB)
+    line = usage_error(ws, ws.cli("run", "--job", "nope", "--ignore-market-hours"))
+    assert str(path) in line and "'nope'" in line
+
+
+def test_config_that_does_not_exist_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)  # a good ./tasty-oneshot.yaml must not be used instead
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--config", "missing.yaml"))
+    assert "missing.yaml" in line
+
+
+def test_config_variable_naming_a_missing_file_is_a_usage_error_not_a_fallback(ws):
+    jobs_file(ws, GOOD_JOB)
+    ws.env["TASTY_ONESHOT_CONFIG"] = str(ws.root / "missing.yaml")
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert "missing.yaml" in line
+
+
+def test_config_that_is_a_directory_is_a_usage_error(ws):
+    (ws.root / "jobs.d").mkdir()
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--config", "jobs.d"))
+    assert "jobs.d" in line
+
+
+def test_config_that_is_not_valid_yaml_is_a_usage_error(ws):
+    path = ws.write("broken.yaml", "jobs:\n  check: [unclosed\n")
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--config", str(path)))
+    assert str(path) in line and "YAML" in line
+
+
+def test_config_that_cannot_be_read_is_a_usage_error(ws):
+    path = jobs_file(ws, GOOD_JOB)
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        pytest.skip("running as root: a mode-000 file is still readable")
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--config", str(path)))
+    assert str(path) in line
+
+
+def test_unwritable_state_dir_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    blocker = ws.write("not-a-dir", "")
+    ws.env["TASTY_ONESHOT_STATE_DIR"] = str(blocker / "state")
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert str(blocker / "state") in line
+    assert blocker.read_text() == ""
+
+
+def test_no_model_anywhere_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB, model=None)
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert "model" in line.lower()
+
+
+def test_env_file_that_does_not_exist_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    args = ("run", "--job", "check", "--ignore-market-hours", "--env-file", "missing.env")
+    assert "missing.env" in usage_error(ws, ws.cli(*args))
+
+
+# --- a bad command line ---------------------------------------------------------------------
+
+
+def test_instructions_and_job_together_are_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    line = usage_error(ws, ws.cli("run", "Check", "--job", "check", "--ignore-market-hours"))
+    assert "--job" in line and "INSTRUCTIONS" in line
+
+
+def test_neither_instructions_nor_job_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    line = usage_error(ws, ws.cli("run", "--ignore-market-hours"))
+    assert "--job" in line and "INSTRUCTIONS" in line
+
+
+def test_two_period_flags_are_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    args = ("run", "--job", "check", "--hourly", "--daily", "--scheduled")
+    line = usage_error(ws, ws.cli(*args, at=STALE))
+    assert "--hourly" in line or "--daily" in line
+    assert "at most one" in line
+
+
+def test_cron_with_a_period_flag_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    args = ("run", "--job", "check", "--cron", "0 10 * * *", "--hourly", "--scheduled")
+    assert "cron" in usage_error(ws, ws.cli(*args, at=STALE))
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--schedule", "25:99"], "25:99"),
+        (["--schedule", "16"], "16"),
+        (["--period", "0"], "--period"),
+        (["--period", "abc"], "--period"),
+        (["--cron", "0 10 * *"], "cron"),
+        (["--max-delay", "-1"], "--max-delay"),
+    ],
+)
+def test_a_bad_schedule_flag_is_a_usage_error(ws, flags, named):
+    jobs_file(ws, GOOD_JOB)
+    line = usage_error(ws, ws.cli("run", "--job", "check", *flags, "--scheduled", at=STALE))
+    assert named in line
+
+
+def test_schedule_flags_without_scheduled_are_a_usage_error_showing_generate_units(ws):
+    jobs_file(ws, GOOD_JOB)
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--hourly"))
+    assert "generate-units" in line and "--job check" in line and "--hourly" in line
+    line = usage_error(ws, ws.cli("run", "Check my positions", "--schedule", "4pm", "--daily"))
+    assert "generate-units" in line and "--schedule" in line and "--daily" in line
+
+
+def test_unknown_trading_mode_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--trading", "bogus"))
+    assert "bogus" in line
+
+
+def test_a_bad_ad_hoc_name_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    args = ("run", "Check", "--name", "Not A Name", "--ignore-market-hours")
+    assert "Not A Name" in usage_error(ws, ws.cli(*args))
+
+
+# --- layering: command line over job over top-level defaults -------------------------------
+
+LAYERS = """\
+model: ollama:from-top-level
+trading: live
+{mcp}jobs:
+  bare:
+    instructions: Check my positions
+    schedule: "9:30am"
+  own:
+    instructions: Check my positions
+    schedule: "9:30am"
+    model: ollama:from-job
+    trading: dry-run
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "model", "trading"),
+    [
+        (["--job", "bare"], "ollama:from-top-level", "live"),
+        (["--job", "own"], "ollama:from-job", "dry-run"),
+        (["--job", "own", "--model", "ollama:from-cli"], "ollama:from-cli", "dry-run"),
+        (["--job", "own", "--trading", "read-only"], "ollama:from-job", "read-only"),
+        (["--job", "bare", "--model", "ollama:from-cli"], "ollama:from-cli", "live"),
+        (["Check my positions", "--schedule", "9:30am"], "ollama:from-top-level", "live"),
+    ],
+)
+def test_command_line_overrides_job_keys_which_override_top_level_defaults(
+    ws, args, model, trading
+):
+    ws.write("tasty-oneshot.yaml", LAYERS.format(mcp=ws.fake_mcp_yaml()))
+    ws.env["MODEL_IDENTIFIER"] = "ollama:from-environment"  # the lowest layer of all
+    result = ws.cli("run", *args, "--scheduled", at=STALE)
+    assert result.returncode == 0, result.stderr
+    row = latest(ws)
+    assert (row["status"], row["model"], row["trading"]) == ("skipped", model, trading)
+    assert "stale" in row["reason"]
+    assert ws.server_starts() == []
+
+
+def test_the_overridden_model_and_trading_mode_are_what_the_agent_runs_with(ws):
+    # The job's own model would need OPENAI_API_KEY (unset: exit 2), and it would trade live.
+    jobs_file(
+        ws,
+        "jobs:\n  check:\n    instructions: Check my positions\n"
+        "    model: openai:gpt-5-mini\n    trading: live\n",
+        model=None,
+    )
+    args = ("--job", "check", "--model", "test", "--trading", "read-only")
+    result = ws.cli("run", *args, "--ignore-market-hours")
+    assert result.returncode == 0, result.stderr
+    [row] = ws.history()
+    assert (row["status"], row["model"], row["trading"]) == ("ok", "test", "read-only")
+    called = {c["tool"] for c in ws.calls()}
+    assert "account_overview" in called
+    assert not called & {"place_order", "replace_order", "cancel_order"}
+
+
+NO_MODEL = 'jobs:\n  probe:\n    instructions: Probe\n    schedule: "9:30am"\n'
+
+
+# --- finding the jobs file -----------------------------------------------------------------
+
+PROBE = "model: ollama:from-{where}\n{mcp}" + NO_MODEL
+
+
+def test_jobs_file_is_found_by_flag_then_variable_then_working_directory_then_xdg(ws):
+    flag = ws.write("flag.yaml", PROBE.format(where="flag", mcp=ws.fake_mcp_yaml()))
+    variable = ws.write("variable.yaml", PROBE.format(where="variable", mcp=ws.fake_mcp_yaml()))
+    cwd = ws.write("tasty-oneshot.yaml", PROBE.format(where="cwd", mcp=ws.fake_mcp_yaml()))
+    xdg = ws.root.parent / "home" / ".config" / "tasty-oneshot" / "jobs.yaml"
+    xdg.parent.mkdir(parents=True)
+    xdg.write_text(PROBE.format(where="xdg", mcp=ws.fake_mcp_yaml()))
+    assert ws.env["XDG_CONFIG_HOME"] == str(xdg.parent.parent)
+    ws.env["TASTY_ONESHOT_CONFIG"] = str(variable)
+
+    def found(*args: str) -> str:
+        result = ws.cli("run", "--job", "probe", "--scheduled", *args, at=STALE)
+        assert result.returncode == 0, result.stderr
+        row = latest(ws)
+        assert row["status"] == "skipped" and "stale" in row["reason"]
+        return row["model"]
+
+    assert found("--config", str(flag)) == "ollama:from-flag"
+    assert found() == "ollama:from-variable"
+    del ws.env["TASTY_ONESHOT_CONFIG"]
+    assert found() == "ollama:from-cwd"
+    cwd.unlink()
+    assert found() == "ollama:from-xdg"
+    xdg.unlink()
+    result = ws.cli("run", "--job", "probe", "--scheduled", at=STALE)
+    assert result.returncode == 2 and "probe" in result.stderr
+
+
+# --- .env and --env-file -------------------------------------------------------------------
+
+
+def test_dotenv_in_the_working_directory_supplies_the_model(ws):
+    jobs_file(ws, "jobs: {}\n", model=None)
+    ws.write(".env", "MODEL_IDENTIFIER=test\n")
+    result = ws.cli("run", "Check my positions", "--ignore-market-hours")
+    assert result.returncode == 0, result.stderr
+    [row] = ws.history()
+    assert (row["status"], row["model"]) == ("ok", "test")
+    assert len(ws.server_starts()) == 1
+
+
+def test_dotenv_never_overrides_a_variable_already_set(ws):
+    jobs_file(ws, NO_MODEL, model=None)
+    ws.write(".env", "MODEL_IDENTIFIER=ollama:from-dotenv\n")
+    result = ws.cli("run", "--job", "probe", "--scheduled", at=STALE)
+    assert result.returncode == 0, result.stderr
+    assert latest(ws)["model"] == "ollama:from-dotenv"
+    ws.env["MODEL_IDENTIFIER"] = "ollama:from-environment"
+    result = ws.cli("run", "--job", "probe", "--scheduled", at=STALE)
+    assert result.returncode == 0, result.stderr
+    assert latest(ws)["model"] == "ollama:from-environment"
+
+
+def test_env_file_is_loaded_first_and_never_overrides_a_variable_already_set(ws):
+    jobs_file(ws, NO_MODEL, model=None)
+    ws.write(".env", "MODEL_IDENTIFIER=ollama:from-dotenv\n")
+    creds = ws.root.parent / "creds.env"
+    creds.write_text("MODEL_IDENTIFIER=ollama:from-env-file\n")
+    args = ("run", "--job", "probe", "--scheduled", "--env-file", str(creds))
+    result = ws.cli(*args, at=STALE)
+    assert result.returncode == 0, result.stderr
+    assert latest(ws)["model"] == "ollama:from-env-file"
+    ws.env["MODEL_IDENTIFIER"] = "ollama:from-environment"
+    result = ws.cli(*args, at=STALE)
+    assert result.returncode == 0, result.stderr
+    assert latest(ws)["model"] == "ollama:from-environment"
+
+
+# --- the name of an ad hoc run -------------------------------------------------------------
+
+
+def test_ad_hoc_run_is_named_from_its_instructions_stably_or_by_name(ws):
+    jobs_file(ws, "jobs: {}\n")
+
+    def name_of(*args: str) -> str:
+        flags = ("--schedule", "9:30am", "--daily", "--scheduled")
+        result = ws.cli("run", *args, *flags, at=STALE)
+        assert result.returncode == 0, result.stderr
+        return latest(ws)["job"]
+
+    first = name_of("Check my positions")
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", first)
+    assert name_of("Check my positions") == first
+    other = name_of("Check my orders")
+    assert other != first and re.fullmatch(r"[a-z0-9][a-z0-9-]*", other)
+    odd = name_of('Alert if SPY < 5% ("now")')
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", odd) and odd not in (first, other)
+    assert name_of("Check my positions", "--name", "morning") == "morning"
