@@ -296,8 +296,8 @@ def test_two_period_flags_are_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
     args = ("run", "--job", "check", "--hourly", "--daily", "--scheduled")
     line = usage_error(ws, ws.cli(*args, at=STALE))
-    assert "--hourly" in line or "--daily" in line
-    assert "at most one" in line
+    assert "--daily: at most one of --hourly, --daily, --period" in line
+    assert "key '" not in line  # flags are named as flags, not as jobs-file keys
 
 
 def test_cron_with_a_period_flag_is_a_usage_error(ws):
@@ -329,6 +329,18 @@ def test_schedule_flags_without_scheduled_are_a_usage_error_showing_generate_uni
     assert "generate-units" in line and "--job check" in line and "--hourly" in line
     line = usage_error(ws, ws.cli("run", "Check my positions", "--schedule", "4pm", "--daily"))
     assert "generate-units" in line and "--schedule" in line and "--daily" in line
+
+
+def test_name_with_job_is_a_usage_error(ws):
+    jobs_file(ws, GOOD_JOB)
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--name", "other"))
+    assert "--name" in line
+
+
+def test_scheduled_run_of_a_job_without_a_schedule_is_a_usage_error(ws):
+    jobs_file(ws, "jobs:\n  adhoc:\n    instructions: Check my positions\n")
+    line = usage_error(ws, ws.cli("run", "--job", "adhoc", "--scheduled"))
+    assert "--scheduled" in line and "no schedule" in line
 
 
 def test_unknown_trading_mode_is_a_usage_error(ws):

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tasty_oneshot import __version__
@@ -107,7 +108,7 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None and value is not False:
             given[key] = value
-    return check_keys(given, JOB_KEYS, "command line: ")
+    return check_keys(given, JOB_KEYS, "")
 
 
 def setup_logging() -> None:
@@ -164,6 +165,9 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
             return show_next(job, args.count, args.json)
         if args.command == "history":
             from tasty_oneshot.history import history
+            from tasty_oneshot.jobs import load_env_file
+
+            load_env_file(Path(".env"), required=False)  # it may set TASTY_ONESHOT_STATE_DIR
 
             return history(job=args.job, limit=args.limit, since=args.since, as_json=args.json)
     except UsageError as exc:

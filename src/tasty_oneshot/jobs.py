@@ -154,34 +154,46 @@ JOB_KEYS = {"instructions": _text, **SCHEDULE_KEYS, **RUN_KEYS}
 TOP_KEYS = {**RUN_KEYS}  # defaults for every job, ad hoc runs included
 
 
+def label(where: str, key: str) -> str:
+    """How an error names a key: `FILE: job 'x': key 'k'`, or `--k` for the command line
+    (`where` is empty)."""
+    return f"{where}key '{key}'" if where else "--" + key.replace("_", "-")
+
+
 def check_keys(values: Mapping[str, Any], allowed: Mapping[str, Callable], where: str) -> dict:
     """Check each key against its checker; `where` prefixes the one-line error."""
     checked = {}
     for key, value in values.items():
         if key not in allowed:
-            raise UsageError(f"{where}key '{key}': unknown key")
+            raise UsageError(f"{label(where, key)}: unknown key")
         try:
             checked[key] = allowed[key](value)
         except ValueError as exc:
-            raise UsageError(f"{where}key '{key}': {exc}") from None
+            raise UsageError(f"{label(where, key)}: {exc}") from None
     return checked
 
 
-def schedule_from(values: Mapping[str, Any], where: str, flag_style: bool = False) -> Schedule:
-    """Turn schedule keys (already checked one by one) into a Schedule, checking them together."""
+def schedule_from(values: Mapping[str, Any], where: str) -> Schedule:
+    """Turn schedule keys (already checked one by one) into a Schedule, checking them together.
+
+    `where` prefixes errors; empty means the keys came from the command line.
+    """
 
     def name(key: str) -> str:
-        return "--" + key.replace("_", "-") if flag_style else key
+        return f"'{key}'" if where else "--" + key.replace("_", "-")
 
     periods = [k for k in ("hourly", "daily", "period") if values.get(k) not in (None, False)]
     if len(periods) > 1:
-        raise UsageError(f"{where}key '{name(periods[1])}': at most one of hourly, daily, period")
+        raise UsageError(
+            f"{label(where, periods[1])}: at most one of "
+            f"{', '.join(name(k) for k in ('hourly', 'daily', 'period'))}"
+        )
     at_text = values.get("schedule")
     at = parse_time(at_text) if at_text else None
     if values.get("market_open"):
         if at is not None and at != MARKET_OPEN:
             raise UsageError(
-                f"{where}key '{name('market_open')}': means {name('schedule')} 9:30am, "
+                f"{label(where, 'market_open')}: means {name('schedule')} 9:30am, "
                 f"which conflicts with {name('schedule')} {at_text}"
             )
         at = MARKET_OPEN
@@ -190,7 +202,7 @@ def schedule_from(values: Mapping[str, Any], where: str, flag_style: bool = Fals
         period = values["period"]
     cron = values.get("cron")
     if cron is not None and (at is not None or period is not None):
-        raise UsageError(f"{where}key '{name('cron')}': not combined with schedule or period keys")
+        raise UsageError(f"{label(where, 'cron')}: not combined with schedule or period keys")
     return Schedule(at=at, period=period, cron=cron)
 
 
@@ -295,6 +307,8 @@ def resolve_job(
     if (job_name is None) == (instructions is None):
         raise UsageError("give exactly one of INSTRUCTIONS or --job NAME")
     if job_name is not None:
+        if name is not None:
+            raise UsageError("--name names an ad hoc job (INSTRUCTIONS); a --job has its name")
         if jobs_file is None:
             raise UsageError(f"--job {job_name}: no jobs file found (use --config FILE)")
         if job_name not in jobs_file.jobs:
@@ -317,7 +331,7 @@ def resolve_job(
         merged = {k: v for k, v in merged.items() if k not in SCHEDULE_KEYS}
         where = ""
     merged.update(options)
-    schedule = schedule_from(merged, where, flag_style=not where)
+    schedule = schedule_from(merged, where)
     limits = Limits(
         **{
             k: merged[k]

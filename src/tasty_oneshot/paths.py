@@ -20,7 +20,8 @@ def config_path(explicit: str | None) -> Path | None:
         path = Path(named).expanduser()
         if not path.is_file():
             source = "--config" if explicit else f"${CONFIG_ENV}"
-            raise UsageError(f"{path}: jobs file not found (from {source})")
+            problem = "is a directory, not a jobs file" if path.is_dir() else "jobs file not found"
+            raise UsageError(f"{path}: {problem} (from {source})")
         return path.absolute()
     local = Path(LOCAL_CONFIG)
     if local.is_file():

@@ -10,7 +10,7 @@ one that occurs twice (fall back) fires once, at its first occurrence.
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 NYC = ZoneInfo("America/New_York")
@@ -31,7 +31,8 @@ def parse_time(text: str) -> time:
             raise ValueError(f"{text!r}: the hour must be 1-12 with am/pm")
         hour = hour % 12 + (12 if meridiem == "pm" else 0)
     elif match[2] is None:
-        raise ValueError(f"{text!r} is ambiguous: write {hour}:00 or {hour}am/pm")
+        hint = f"{hour}:00 or {hour}am/pm" if 1 <= hour <= 12 else f"{hour}:00"
+        raise ValueError(f"{text!r} is ambiguous: write {hint}")
     if hour > 23 or minute > 59:
         raise ValueError(f"{text!r} is not a time of day")
     return time(hour, minute)
@@ -119,19 +120,22 @@ class Schedule:
             return [anchor]
         return list(range(anchor % self.period, DAY, self.period))
 
-    def _wall_times(self, day: date) -> Iterator[datetime]:
-        """Naive NYC wall-clock fire times from `day` on, ascending, forever."""
+    def _wall_times(self, start: datetime) -> Iterator[datetime]:
+        """Naive NYC wall-clock fire times at or after naive `start`, ascending, forever."""
         if self.cron is not None:
             from croniter import croniter
 
-            it = croniter(self.cron, datetime.combine(day, time()) - timedelta(seconds=1))
+            it = croniter(self.cron, start - timedelta(seconds=1))
             while True:
                 yield it.get_next(datetime)
         offsets = self.offsets()
+        day = start.date()
         while True:
             midnight = datetime.combine(day, time())
             for offset in offsets:
-                yield midnight + timedelta(seconds=offset)
+                wall = midnight + timedelta(seconds=offset)
+                if wall >= start:
+                    yield wall
             day += timedelta(days=1)
 
     def fire_times(self, after: datetime, *, recurring: bool = False) -> Iterator[datetime]:
@@ -149,8 +153,10 @@ class Schedule:
                 yield (after + timedelta(seconds=k * self.period)).astimezone(NYC)
                 k += 1
         after_utc = after.astimezone(UTC)
-        start_day = after_utc.astimezone(NYC).date() - timedelta(days=1)
-        for wall in self._wall_times(start_day):
+        # Start a little before `after` on the wall clock: around a DST change the wall time
+        # of an instant is up to an hour off from what a naive reading suggests.
+        start = after_utc.astimezone(NYC).replace(tzinfo=None) - timedelta(hours=2)
+        for wall in self._wall_times(start.replace(microsecond=0)):
             fire = localize(wall)
             if fire is None or fire.astimezone(UTC) <= after_utc:
                 continue
@@ -201,7 +207,11 @@ def check_slot(schedule: Schedule, now: datetime, max_delay: int) -> SlotCheck:
     """
     if not schedule.is_wall_clock:
         return SlotCheck(None, None)
-    last = schedule.last_fire_time(now, timedelta(days=8))
+    # Look back max_delay first (cheap even for a minutely cron), then far enough to say
+    # which fire time was missed.
+    last = schedule.last_fire_time(now, timedelta(seconds=max_delay))
+    if last is None:
+        last = schedule.last_fire_time(now, timedelta(days=8))
     if last is None:
         return SlotCheck(None, "off schedule: no fire time in the last 8 days")
     late = (now.astimezone(UTC) - last.astimezone(UTC)).total_seconds()
