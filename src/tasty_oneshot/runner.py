@@ -5,7 +5,6 @@ agent, record, exit. Each step is a call into the module named after it. Nothing
 imported before the market says the agent will run, so a skip stays light.
 """
 
-import asyncio
 import logging
 import os
 import shlex
@@ -31,6 +30,7 @@ from tasty_oneshot.errors import (
 from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, load_env_file, load_jobs_file, resolve_job
 from tasty_oneshot.ledger import Ledger, Usage
 from tasty_oneshot.lock import JobLock, JobLocked
+from tasty_oneshot.market import Credentials, cached_verdict
 from tasty_oneshot.schedule import check_slot, now_nyc
 
 log = logging.getLogger("tasty_oneshot")
@@ -67,6 +67,8 @@ def run(request: RunRequest) -> int:
             "schedule flags need a timer: run the job now without them, or schedule it with: "
             + generate_units_command(request)
         )
+    if request.scheduled and job.schedule.is_empty:
+        raise UsageError(f"--scheduled: job {job.name} has no schedule for a timer to keep")
     check_ready(job)
     state = paths.state_dir()
     ledger = Ledger(state)
@@ -104,6 +106,15 @@ def run(request: RunRequest) -> int:
     try:
         if slot is not None and ledger.slot_used(job.name, slot):
             return record("skipped", f"slot {slot.isoformat()} already done", EXIT_OK, slot)
+        if not job.ignore_market_hours:
+            # Most skips are decided here, from today's cached session, with nothing heavy
+            # imported (not even asyncio).
+            verdict = cached_verdict(slot or now_nyc(), state / "market", Credentials.from_env())
+            if verdict is not None and not verdict.open:
+                log.info(verdict.describe())
+                return record("skipped", verdict.describe(), EXIT_OK, slot)
+        import asyncio  # here, not at the top: a skip must stay light
+
         deadline = started + job.timeout
         return asyncio.run(
             _market_then_agent(job, request, ledger, state, slot, deadline, started_at, record)
@@ -142,6 +153,8 @@ async def _market_then_agent(
     job, request, ledger, state, slot, deadline, started_at, record
 ) -> int:
     """The part of a run that may be stopped: by its timeout, SIGTERM or SIGINT."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     progress = Progress()
     stopped_by: list[str] = []
@@ -190,7 +203,7 @@ async def _market_then_agent(
 
 async def _work(job, ledger, state, slot, started_at, request, progress) -> Outcome:
     if not job.ignore_market_hours:
-        from tasty_oneshot.market import Credentials, MarketCheckError, check_market
+        from tasty_oneshot.market import MarketCheckError, check_market
 
         try:
             verdict = await check_market(
