@@ -510,3 +510,19 @@ def test_ad_hoc_run_is_named_from_its_instructions_stably_or_by_name(ws):
     odd = name_of('Alert if SPY < 5% ("now")')
     assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", odd) and odd not in (first, other)
     assert name_of("Check my positions", "--name", "morning") == "morning"
+
+
+def test_an_edited_jobs_file_is_read_again_not_served_from_the_parse_cache(ws):
+    path = jobs_file(ws, GOOD_JOB)
+    assert ws.cli("run", "--job", "check", "--scheduled", at=STALE).returncode == 0
+    assert list((ws.state / "jobs-files").iterdir()), "the parsed file should be cached"
+    # Same length, one key misspelt: only the file's own change can reveal it.
+    path.write_text(path.read_text().replace("schedule:", "schedulx:"))
+    line = usage_error_allowing_rows(ws, ws.cli("run", "--job", "check", "--scheduled", at=STALE))
+    assert "schedulx" in line and "unknown key" in line
+
+
+def usage_error_allowing_rows(ws, result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    [line] = result.stderr.splitlines()
+    return line

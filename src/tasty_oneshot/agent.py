@@ -6,9 +6,9 @@ Imported only on the path that runs the agent: pydantic-ai and the MCP client ar
 import os
 import shutil
 import sys
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from tasty_oneshot.errors import UsageError, one_line
 from tasty_oneshot.jobs import Job, Limits, McpServer
@@ -34,8 +34,7 @@ PROVIDER_KEYS = {
 }
 
 
-@dataclass
-class AgentResult:
+class AgentResult(NamedTuple):
     output: str
     usage: Usage
     cost: float | None

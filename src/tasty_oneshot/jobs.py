@@ -5,12 +5,12 @@ decide and exit in well under 150 ms, and importing pydantic alone costs more th
 machines this runs on. Every error names the file, the job and the key, on one line.
 """
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasty_oneshot.errors import UsageError
 from tasty_oneshot.schedule import DAY, MARKET_OPEN, Schedule, parse_cron, parse_time
@@ -18,10 +18,11 @@ from tasty_oneshot.schedule import DAY, MARKET_OPEN, Schedule, parse_cron, parse
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 TRADING_MODES = ("read-only", "dry-run", "live")
 MODEL_ENV = "MODEL_IDENTIFIER"
+DEFAULT_TIMEOUT = 300.0  # seconds for the whole invocation
+DEFAULT_MAX_DELAY = 300  # seconds a timer may be late for its slot
 
 
-@dataclass(frozen=True)
-class McpServer:
+class McpServer(NamedTuple):
     """How to reach the MCP server: a stdio command, or a streamable-HTTP URL."""
 
     command: str | None = None
@@ -29,8 +30,7 @@ class McpServer:
     url: str | None = None
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """Per-run guardrails that stop a runaway loop."""
 
     max_requests: int = 30
@@ -39,23 +39,21 @@ class Limits:
     max_cost: float | None = None
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     name: str
     instructions: str
-    schedule: Schedule = field(default_factory=Schedule)
+    schedule: Schedule = Schedule()
     ignore_market_hours: bool = False
     model: str | None = None
     mcp: McpServer | None = None  # None: the tasty-agent server installed alongside
     trading: str = "read-only"
-    timeout: float = 300.0
-    max_delay: int = 300
-    limits: Limits = field(default_factory=Limits)
+    timeout: float = DEFAULT_TIMEOUT
+    max_delay: int = DEFAULT_MAX_DELAY
+    limits: Limits = Limits()
     source: Path | None = None  # the jobs file it came from, if any
 
 
-@dataclass(frozen=True)
-class JobsFile:
+class JobsFile(NamedTuple):
     path: Path
     defaults: dict[str, Any]  # top-level keys, checked
     jobs: dict[str, dict[str, Any]]  # name -> the job's own keys, checked
@@ -209,8 +207,44 @@ def schedule_from(values: Mapping[str, Any], where: str) -> Schedule:
 # --- the jobs file -------------------------------------------------------------------------
 
 
-def load_jobs_file(path: Path) -> JobsFile:
-    """Read and check the whole jobs file: every job, not just the one asked for."""
+def load_jobs_file(path: Path, cache_dir: Path | None = None) -> JobsFile:
+    """Read and check the whole jobs file: every job, not just the one asked for.
+
+    With `cache_dir`, the parsed YAML is kept there as JSON until the file changes: a timer
+    firing every few minutes then never imports the YAML parser. The checks always run.
+    """
+    data = _parsed_cached(path, cache_dir) if cache_dir else _parse(path)
+    return _check_jobs_file(path, data)
+
+
+def _parsed_cached(path: Path, cache_dir: Path) -> Any:
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the jobs file: {exc.strerror}") from None
+    version = f"{path.absolute()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = cache_dir / "jobs-files" / (str(path.absolute()).replace("/", "%") + ".json")
+    try:
+        cached = json.loads(cache.read_text(encoding="utf-8"))
+        if cached["version"] == version:
+            return cached["data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    data = _parse(path)
+    # Only what JSON gives back unchanged is cached (YAML dates or int keys would not be).
+    try:
+        if json.loads(json.dumps(data)) == data:
+            cache.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": version, "data": data}), encoding="utf-8")
+            tmp.replace(cache)
+    except (OSError, TypeError, ValueError):
+        pass  # a cache that cannot be written only costs the next run some time
+    return data
+
+
+def _parse(path: Path) -> Any:
+    """The YAML of the jobs file, refusing keys given twice."""
     import yaml
 
     try:
@@ -235,6 +269,10 @@ def load_jobs_file(path: Path) -> JobsFile:
         else:
             where, what = "", f"key '{'.'.join(trail)}': given twice"
         raise UsageError(f"{path}: {where}{what} (line {line})")
+    return data
+
+
+def _check_jobs_file(path: Path, data: Any) -> JobsFile:
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -348,8 +386,8 @@ def resolve_job(
         model=model,
         mcp=merged.get("mcp"),
         trading=merged.get("trading", "read-only"),
-        timeout=merged.get("timeout", Job.timeout),
-        max_delay=merged.get("max_delay", Job.max_delay),
+        timeout=merged.get("timeout", DEFAULT_TIMEOUT),
+        max_delay=merged.get("max_delay", DEFAULT_MAX_DELAY),
         limits=limits,
         source=jobs_file.path if instructions is None else None,
     )

@@ -7,10 +7,9 @@ used even if the process is killed), then its outcome.
 
 import json
 import sqlite3
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasty_oneshot.schedule import NYC
 
@@ -42,8 +41,7 @@ CREATE INDEX IF NOT EXISTS runs_job_id ON runs (job, id);
 FILE_NAME = "ledger.sqlite3"
 
 
-@dataclass
-class Usage:
+class Usage(NamedTuple):
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0

@@ -10,10 +10,9 @@ import functools
 import json
 import logging
 import os
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasty_oneshot.errors import one_line
 from tasty_oneshot.schedule import NYC
@@ -29,8 +28,7 @@ class MarketCheckError(Exception):
     """Neither the broker nor the calendar could say whether the market is open."""
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(NamedTuple):
     client_secret: str
     refresh_token: str
 
@@ -41,8 +39,7 @@ class Credentials:
         return cls(secret, token) if secret and token else None
 
 
-@dataclass(frozen=True)
-class MarketDay:
+class MarketDay(NamedTuple):
     """The NYSE regular session of one NYC day: open_at/close_at in UTC, or None when closed."""
 
     day: date
@@ -83,8 +80,7 @@ class MarketDay:
         )
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     open: bool
     source: str
     session: MarketDay

@@ -11,9 +11,8 @@ import shlex
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tasty_oneshot import paths
 from tasty_oneshot.agent import check_ready
@@ -36,8 +35,7 @@ from tasty_oneshot.schedule import check_slot, now_nyc
 log = logging.getLogger("tasty_oneshot")
 
 
-@dataclass
-class RunRequest:
+class RunRequest(NamedTuple):
     """What the command line asked for; `options` holds only the job keys it gave."""
 
     instructions: str | None = None
@@ -46,22 +44,21 @@ class RunRequest:
     config: str | None = None
     env_file: str | None = None
     scheduled: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = {}  # noqa: RUF012 (read, never mutated)
 
 
-@dataclass
-class Outcome:
+class Outcome(NamedTuple):
     status: str  # ok, failed, skipped, timeout, interrupted
     reason: str
     exit_code: int
     output: str | None = None
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = Usage()
     cost: float | None = None
 
 
 def run(request: RunRequest) -> int:
     started_at, started = now_nyc(), time.monotonic()
-    job = load_job(request)
+    job = load_job(request, cache=True)
     if not request.scheduled and any(k in request.options for k in SCHEDULE_KEYS):
         raise UsageError(
             "schedule flags need a timer: run the job now without them, or schedule it with: "
@@ -124,13 +121,17 @@ def run(request: RunRequest) -> int:
         ledger.close()
 
 
-def load_job(request: RunRequest) -> Job:
-    """The job to run: env files loaded, the jobs file read, the command line applied."""
+def load_job(request: RunRequest, *, cache: bool = False) -> Job:
+    """The job to run: env files loaded, the jobs file read, the command line applied.
+
+    With `cache`, the parsed jobs file is cached in the state directory.
+    """
     if request.env_file:
         load_env_file(Path(request.env_file), required=True)
     load_env_file(Path(".env"), required=False)
     config = paths.config_path(request.config)
-    jobs_file = load_jobs_file(config) if config else None
+    cache_dir = paths.state_dir() if cache and config else None
+    jobs_file = load_jobs_file(config, cache_dir) if config else None
     return resolve_job(
         jobs_file,
         job_name=request.job,
@@ -140,13 +141,13 @@ def load_job(request: RunRequest) -> Job:
     )
 
 
-@dataclass
 class Progress:
     """What a run has done so far, for the ledger when it is stopped midway."""
 
-    run_id: int | None = None
-    usage: Usage = field(default_factory=Usage)
-    cost: float | None = None
+    def __init__(self) -> None:
+        self.run_id: int | None = None
+        self.usage = Usage()
+        self.cost: float | None = None
 
 
 async def _market_then_agent(
@@ -176,7 +177,7 @@ async def _market_then_agent(
             "SIGTERM": Outcome("interrupted", "stopped by SIGTERM", EXIT_SIGTERM),
             "SIGINT": Outcome("interrupted", "stopped by SIGINT", EXIT_SIGINT),
         }[stopped_by[0] if stopped_by else "SIGTERM"]
-        outcome.usage, outcome.cost = progress.usage, progress.cost
+        outcome = outcome._replace(usage=progress.usage, cost=progress.cost)
     if progress.run_id is None:
         return record(outcome.status, outcome.reason, outcome.exit_code, slot)
     log.log(

@@ -9,8 +9,8 @@ one that occurs twice (fall back) fires once, at its first occurrence.
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 NYC = ZoneInfo("America/New_York")
@@ -58,8 +58,7 @@ def parse_cron(expression: str) -> str:
     return normalized
 
 
-@dataclass(frozen=True)
-class Schedule:
+class Schedule(NamedTuple):
     """When a job fires. Empty (all None) means: only when started by hand."""
 
     at: time | None = None  # --schedule / --market-open
@@ -191,8 +190,7 @@ def now_nyc() -> datetime:
     return datetime.now(UTC).astimezone(NYC)
 
 
-@dataclass(frozen=True)
-class SlotCheck:
+class SlotCheck(NamedTuple):
     """The slot guard's answer for `run --scheduled`."""
 
     slot: datetime | None  # the fire time this invocation runs, if any
