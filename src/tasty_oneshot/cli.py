@@ -149,19 +149,15 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
             from tasty_oneshot.next_fires import show_next
             from tasty_oneshot.runner import RunRequest, load_job
 
-            options = _job_options(args)
-            instructions = args.instructions
-            if instructions is None and args.job is None:
-                instructions = "(schedule preview)"  # flags alone: preview them
-            job = load_job(
-                RunRequest(
-                    instructions=instructions,
-                    job=args.job,
-                    name=args.name or (None if args.instructions else "preview"),
-                    config=args.config,
-                    options=options,
-                )
+            preview = args.instructions is None and args.job is None  # flags alone
+            request = RunRequest(
+                instructions="(schedule preview)" if preview else args.instructions,
+                job=args.job,
+                name="preview" if preview else args.name,
+                config=args.config,
+                options=_job_options(args),
             )
+            job = load_job(request)
             return show_next(job, args.count, args.json)
         if args.command == "history":
             from tasty_oneshot.history import history
