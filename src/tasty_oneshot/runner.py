@@ -88,6 +88,28 @@ def run(request: RunRequest) -> int:
         )
         return exit_code
 
+    # Until the agent phase installs its own handlers, SIGTERM stops the run right here.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        return _guarded(job, request, ledger, state, started, started_at, record)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        sigint = isinstance(exc, KeyboardInterrupt)
+        name, code = ("SIGINT", EXIT_SIGINT) if sigint else ("SIGTERM", EXIT_SIGTERM)
+        return record("interrupted", f"stopped by {name} before the agent started", code)
+    finally:
+        ledger.close()
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived before the agent phase took over signal handling."""
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted
+
+
+def _guarded(job, request, ledger, state, started, started_at, record) -> int:
+    """Slot check, lock, market check, then the agent: each step may end the run."""
     slot = None
     if request.scheduled:
         check = check_slot(job.schedule, started_at, job.max_delay)
@@ -118,7 +140,6 @@ def run(request: RunRequest) -> int:
         )
     finally:
         lock.release()
-        ledger.close()
 
 
 def load_job(request: RunRequest, *, cache: bool = False) -> Job:

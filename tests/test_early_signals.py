@@ -1,0 +1,38 @@
+"""A signal that arrives before the agent phase still ends the run with its code, recorded."""
+
+import os
+import signal
+
+import pytest
+
+from tasty_oneshot import runner
+from tasty_oneshot.ledger import Ledger
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_the_slot_check_is_recorded_as_interrupted(
+    tmp_path, monkeypatch, signum, code
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TASTY_ONESHOT_STATE_DIR", str(tmp_path / "state"))
+    (tmp_path / "jobs.yaml").write_text(
+        "model: test\nmcp:\n  command: /bin/false\njobs:\n  check:\n"
+        '    instructions: Check\n    schedule: "9:30am"\n    daily: true\n'
+    )
+    real_check_slot = runner.check_slot
+
+    def check_slot_then_signal(*args):
+        os.kill(os.getpid(), signum)  # delivered before this returns
+        return real_check_slot(*args)
+
+    monkeypatch.setattr(runner, "check_slot", check_slot_then_signal)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        request = runner.RunRequest(job="check", config="jobs.yaml", scheduled=True)
+        assert runner.run(request) == code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    ledger = Ledger(tmp_path / "state")
+    [row] = ledger.runs()
+    ledger.close()
+    assert row["status"] == "interrupted" and row["exit_code"] == code
