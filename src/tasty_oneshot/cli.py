@@ -86,6 +86,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tokens", type=_positive_int, metavar="N")
     run.add_argument("--max-cost", type=_positive_float, metavar="USD")
 
+    units = commands.add_parser("generate-units", help="systemd timers or crontab lines")
+    units.add_argument("instructions", nargs="?", metavar="INSTRUCTIONS")
+    units.add_argument("--job", metavar="NAME", action="append", default=[], help="repeatable")
+    units.add_argument("--all", action="store_true", help="every job of the jobs file")
+    units.add_argument("--name", metavar="NAME", help="name of an ad hoc job")
+    units.add_argument("--config", metavar="FILE", help="the jobs file")
+    _add_schedule_flags(units)
+    units.add_argument("--target", choices=("systemd", "crontab"), required=True)
+    units.add_argument("--output-dir", metavar="DIR", help="write files here (else print)")
+    scope = units.add_mutually_exclusive_group()
+    scope.add_argument("--user", action="store_true", help="user units (the default)")
+    scope.add_argument("--system", action="store_true", help="system units")
+    units.add_argument("--env-file", metavar="PATH", help="credentials, by reference")
+    units.add_argument("--cron-tz", metavar="ZONE", help="the cron daemon's zone (default: host)")
+
     upcoming = commands.add_parser("next", help="preview the next fire times")
     _add_job_selection(upcoming)
     _add_schedule_flags(upcoming)
@@ -143,6 +158,25 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
                     env_file=args.env_file,
                     scheduled=args.scheduled,
                     options=_job_options(args),
+                )
+            )
+        if args.command == "generate-units":
+            from tasty_oneshot.generate import GenerateRequest, generate_units
+
+            options = _job_options(args)
+            return generate_units(
+                GenerateRequest(
+                    instructions=args.instructions,
+                    jobs=args.job,
+                    all_jobs=args.all,
+                    name=args.name,
+                    config=args.config,
+                    options=options,
+                    target=args.target,
+                    output_dir=args.output_dir,
+                    system=args.system,
+                    env_file=args.env_file,
+                    cron_tz=args.cron_tz,
                 )
             )
         if args.command == "next":

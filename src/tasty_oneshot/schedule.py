@@ -58,6 +58,26 @@ def parse_cron(expression: str) -> str:
     return normalized
 
 
+def cron_fields(
+    expression: str,
+) -> tuple[list[int], list[int], list[int] | None, list[int], list[int] | None]:
+    """A cron expression's minutes, hours, days of month, months and weekdays (0 = Sunday),
+    each a list of numbers; days or weekdays None when unrestricted (`*`)."""
+    from croniter import croniter
+
+    fields = croniter(expression).expanded
+    ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
+    out: list[list[int] | None] = []
+    for index, (field, (low, high)) in enumerate(zip(fields, ranges, strict=True)):
+        if field == ["*"]:
+            out.append(None if index in (2, 4) else list(range(low, high + 1)))
+            continue
+        if not all(isinstance(v, int) for v in field):
+            raise ValueError(f"{expression!r}: {field} has no plain-number form")
+        out.append(sorted({v % 7 if index == 4 else v for v in field}))
+    return tuple(out)
+
+
 class Schedule(NamedTuple):
     """When a job fires. Empty (all None) means: only when started by hand."""
 

@@ -1,0 +1,294 @@
+"""`tasty-oneshot generate-units`: systemd units or crontab lines that call `run --scheduled`.
+
+Everything is checked and rendered before anything is written; files are written to temporary
+names and renamed only when all of them could be written, so nothing is left half-done.
+"""
+
+import getpass
+import logging
+import os
+import stat
+import sys
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tasty_oneshot import paths
+from tasty_oneshot.errors import EXIT_OK, UsageError
+from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, load_env_file, load_jobs_file, resolve_job
+from tasty_oneshot.schedule import NYC, now_nyc
+from tasty_oneshot.units import crontab, systemd
+
+log = logging.getLogger("tasty_oneshot")
+
+REGULAR_OPEN, REGULAR_CLOSE = time(9, 30), time(16, 0)
+
+
+class GenerateRequest(NamedTuple):
+    instructions: str | None
+    jobs: list[str]
+    all_jobs: bool
+    name: str | None
+    config: str | None
+    options: dict[str, Any]  # schedule keys and ignore_market_hours given on the command line
+    target: str  # systemd | crontab
+    output_dir: str | None
+    system: bool
+    env_file: str | None
+    cron_tz: str | None
+
+
+def generate_units(request: GenerateRequest) -> int:
+    now = now_nyc()
+    jobs = select_jobs(request)
+    env_file = _env_file(request.env_file)
+    for job in jobs:
+        warn_about(job, request.target, now)
+    if request.target == "crontab":
+        zone = cron_zone(request.cron_tz)
+        text = crontab_text(jobs, request, zone, env_file, now)
+        if request.output_dir:
+            write_files(Path(request.output_dir), {"tasty-oneshot.crontab": text})
+        else:
+            sys.stdout.write(text)
+        return EXIT_OK
+    files = {}
+    for job in jobs:
+        timer, service = systemd.unit_names(job)
+        files[timer] = systemd.timer_unit(job, now)
+        user = (os.environ.get("SUDO_USER") or getpass.getuser()) if request.system else None
+        files[service] = systemd.service_unit(
+            job, exec_start(job, request, env_file), env_file, user
+        )
+    if request.output_dir:
+        write_files(Path(request.output_dir), files)
+        for name in files:
+            log.info("wrote %s", Path(request.output_dir) / name)
+    else:
+        sys.stdout.write("\n".join(f"# {name}\n{text}" for name, text in files.items()))
+    return EXIT_OK
+
+
+def select_jobs(request: GenerateRequest) -> list[Job]:
+    """The jobs to generate for: --job (repeated), --all, or ad hoc INSTRUCTIONS."""
+    chosen = sum([bool(request.jobs), request.all_jobs, request.instructions is not None])
+    if chosen != 1:
+        raise UsageError("give exactly one of INSTRUCTIONS, --job NAME (repeatable) or --all")
+    load_env_file(Path(".env"), required=False)
+    config = paths.config_path(request.config)
+    jobs_file = load_jobs_file(config) if config else None
+    if request.all_jobs:
+        if jobs_file is None:
+            raise UsageError("--all: no jobs file found (use --config FILE)")
+        names = sorted(jobs_file.jobs)
+    else:
+        names = request.jobs or [None]
+    jobs = []
+    for name in names:
+        job = resolve_job(
+            jobs_file,
+            job_name=name,
+            instructions=request.instructions,
+            name=request.name,
+            options=request.options,
+        )
+        if job.schedule.is_empty:
+            where = f"{jobs_file.path}: job '{job.name}'" if name else job.name
+            raise UsageError(f"{where}: no schedule to generate a timer for")
+        jobs.append(job)
+    return jobs
+
+
+def run_words(job: Job, request: GenerateRequest, env_file: str | None) -> list[str]:
+    """The `run ... --scheduled` command a timer or crontab line invokes, by absolute path."""
+    words = [tasty_oneshot_path(), "run"]
+    if job.source is None:  # ad hoc: the instructions, their name and their schedule travel
+        words += [job.instructions, "--name", job.name, *job.schedule.flags()]
+        if job.ignore_market_hours:
+            words.append("--ignore-market-hours")
+    else:
+        words += ["--job", job.name]
+        if any(k in request.options for k in SCHEDULE_KEYS):
+            words += job.schedule.flags()
+        if request.options.get("ignore_market_hours"):
+            words.append("--ignore-market-hours")
+    config = paths.config_path(request.config)
+    if config is not None:
+        words += ["--config", str(config.absolute())]
+    if env_file:
+        words += ["--env-file", env_file]
+    return [*words, "--scheduled"]
+
+
+def exec_start(job: Job, request: GenerateRequest, env_file: str | None) -> str:
+    # systemd reads the environment from EnvironmentFile=; the run needs no --env-file.
+    return " ".join(_systemd_quote(word) for word in run_words(job, request, None))
+
+
+def _systemd_quote(word: str) -> str:
+    """Quote one ExecStart= word: systemd expands % specifiers and $ variables itself."""
+    word = word.replace("%", "%%").replace("$", "$$")
+    if word and all(c.isalnum() or c in "-_./:=@+," for c in word):
+        return word
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def crontab_text(jobs, request, zone: ZoneInfo, env_file: str | None, now: datetime) -> str:
+    out = [
+        f"# tasty-oneshot: crontab lines for a cron daemon running in {zone.key}.",
+        "# Each New York fire time has a line for every offset between the zones; the slot",
+        "# guard of `run --scheduled` runs each slot once and skips the surplus firings.",
+    ]
+    for job in jobs:
+        try:
+            command = crontab.crontab_command(run_words(job, request, env_file))
+            lines = crontab.cron_lines(job, zone, command, now)
+        except (crontab.CannotExpress, ValueError) as exc:
+            raise UsageError(f"{_where(job)}: cannot be a crontab line: {exc}") from None
+        out.append(f"# {job.name}: {job.schedule.describe()}")
+        if job.schedule.is_once:
+            fire = next(job.schedule.fire_times(now))
+            out.append(
+                f"# one-time: remove after {fire:%Y-%m-%d %H:%M} NYC (cron repeats it "
+                "yearly; the slot guard would run it again then)"
+            )
+        out += lines
+    return "\n".join(out) + "\n"
+
+
+def warn_about(job: Job, target: str, now: datetime) -> None:
+    """Warn (or refuse) before writing: schedules that never run, DST hours, short periods."""
+    schedule = job.schedule
+    if schedule.is_monotonic:
+        message = (
+            f"{_where(job)}: period {schedule.period}s does not divide 24 hours, so it "
+            "cannot be pinned to the New York wall clock"
+        )
+        if target == "crontab":
+            try:
+                crontab.check_expressible(schedule)
+            except crontab.CannotExpress as exc:
+                raise UsageError(f"{_where(job)}: cannot be a crontab line: {exc}") from None
+        log.warning(
+            "%s; the timer runs every %ss from when it starts (monotonic), with no slot check",
+            message,
+            schedule.period,
+        )
+        return
+    if target == "systemd" and schedule.cron is not None:
+        try:
+            systemd.on_calendar(schedule, now)
+        except ValueError as exc:
+            raise UsageError(f"{_where(job)}: cannot be a systemd calendar: {exc}") from None
+    if schedule.period is not None and schedule.period < 60:
+        log.warning(
+            "%s: a period of %ss is under a minute: a run rarely finishes that fast, "
+            "and each firing while one runs exits 75",
+            _where(job),
+            schedule.period,
+        )
+    fires = _sample_fire_times(job, now)
+    if not job.ignore_market_hours and fires and not any(_in_regular_hours(f) for f in fires):
+        log.warning(
+            "%s: could never run: every fire time (%s) is outside NYSE regular hours "
+            "(9:30am-4pm NYC, Monday-Friday) and the market check is on",
+            _where(job),
+            schedule.describe(),
+        )
+    # With the market check on, a fire time at night is a skip anyway: no need to warn.
+    night = [f for f in fires if time(1) <= f.astimezone(NYC).time() < time(3)]
+    if job.ignore_market_hours and night:
+        log.warning(
+            "%s: fire times between 1am and 3am NYC are skipped on the spring-forward "
+            "day and fire once (the first) on the fall-back day",
+            _where(job),
+        )
+
+
+def _sample_fire_times(job: Job, now: datetime) -> list[datetime]:
+    """Enough fire times to judge a schedule: a year's worth, at most a few thousand."""
+    out = []
+    end = now + timedelta(days=366)
+    for fire in job.schedule.fire_times(now):
+        if fire > end or len(out) >= 5000:
+            break
+        out.append(fire)
+    return out
+
+
+def _in_regular_hours(fire: datetime) -> bool:
+    local = fire.astimezone(NYC)
+    return local.weekday() < 5 and REGULAR_OPEN <= local.time() < REGULAR_CLOSE
+
+
+def _where(job: Job) -> str:
+    return f"{job.source}: job '{job.name}'" if job.source else f"job '{job.name}'"
+
+
+def cron_zone(name: str | None) -> ZoneInfo:
+    """--cron-tz, else this host's zone."""
+    name = name or host_zone()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"--cron-tz {name!r}: not a known time zone") from None
+
+
+def host_zone() -> str:
+    """The zone the host's cron runs in: $TZ, /etc/timezone, or /etc/localtime's target."""
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz and not tz.startswith("/"):
+        return tz
+    try:
+        name = Path("/etc/timezone").read_text().strip()
+        if name:
+            return name
+    except OSError:
+        pass
+    target = os.path.realpath(tz or "/etc/localtime")
+    if "zoneinfo/" in target:
+        return target.split("zoneinfo/", 1)[1]
+    return "UTC"
+
+
+def tasty_oneshot_path() -> str:
+    """The absolute path of this installation's `tasty-oneshot`."""
+    beside = Path(sys.executable).parent / "tasty-oneshot"
+    if beside.is_file():
+        return str(beside.absolute())
+    argv0 = Path(sys.argv[0])
+    return str(argv0.absolute()) if argv0.name == "tasty-oneshot" else "tasty-oneshot"
+
+
+def _env_file(path: str | None) -> str | None:
+    """The env file's absolute path; warns when others can read it (it holds secrets)."""
+    if path is None:
+        return None
+    file = Path(path).expanduser().absolute()
+    if not file.is_file():
+        raise UsageError(f"--env-file {file}: not found")
+    if file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("%s can be read by other users; it holds secrets: chmod 600 %s", file, file)
+    return str(file)
+
+
+def write_files(directory: Path, files: dict[str, str]) -> None:
+    """Write every file or none: temporary names first, then renames."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--output-dir {directory}: cannot create it: {exc.strerror}") from None
+    written = []
+    try:
+        for name, text in files.items():
+            tmp = directory / f".{name}.{os.getpid()}.tmp"
+            written.append((tmp, directory / name))
+            tmp.write_text(text)
+    except OSError as exc:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise UsageError(f"--output-dir {directory}: cannot write: {exc.strerror}") from None
+    for tmp, final in written:
+        tmp.replace(final)

@@ -1,0 +1,1 @@
+"""Timer units and crontab lines generated from jobs."""

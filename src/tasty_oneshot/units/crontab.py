@@ -1,0 +1,163 @@
+"""crontab lines for a job, for a cron daemon that runs in `--cron-tz` and ignores CRON_TZ.
+
+Debian's and Ubuntu's cron fire in the host's zone. New York's offset from that zone moves
+with either zone's daylight saving, so every New York fire time gets a line for each offset
+the two zones can have between them. The surplus firings are harmless: every line calls
+`run --scheduled`, whose slot guard runs each slot once and skips the rest.
+"""
+
+import functools
+import itertools
+import shlex
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from tasty_oneshot.jobs import Job
+from tasty_oneshot.schedule import DAY, NYC, Schedule, cron_fields, localize
+
+# Periods cron can say: whole minutes that divide a day.
+CRON_PERIODS = [p for p in range(60, DAY + 1, 60) if DAY % p == 0]
+
+
+class CannotExpress(ValueError):
+    """The schedule has no crontab form."""
+
+
+@functools.cache
+def _sample_days(zone: ZoneInfo, start: date, years: int = 2) -> tuple[date, ...]:
+    """Days on which to read the zone shift: each day around a UTC-offset change of either
+    zone, and one day between changes. The shift is constant in between."""
+    changes = []
+    moment = datetime.combine(start, datetime.min.time(), UTC)
+    previous = None
+    for hour in range(years * 366 * 24):
+        at = moment + timedelta(hours=hour)
+        offsets = (at.astimezone(zone).utcoffset(), at.astimezone(NYC).utcoffset())
+        if offsets != previous:
+            changes.append(at.date())
+            previous = offsets
+    changes.append(start + timedelta(days=years * 366))
+    days = set()
+    for first, second in itertools.pairwise(changes):
+        days |= {first - timedelta(days=1), first, first + timedelta(days=1)}
+        days.add(first + (second - first) / 2)
+    return tuple(sorted(days))
+
+
+def zone_times(times: list[tuple[int, int]], zone: ZoneInfo, start: date) -> dict[int, set]:
+    """Where each New York (hour, minute) falls on `zone`'s clock on any day of the coming
+    years, grouped by how many days it moves (-1, 0, +1)."""
+    out: dict[int, set[tuple[int, int]]] = {}
+    for day in _sample_days(zone, start):
+        for hour, minute in times:
+            fire = localize(
+                datetime.combine(day, datetime.min.time()).replace(hour=hour, minute=minute)
+            )
+            if fire is None:  # a spring-forward gap: no fire time that day
+                continue
+            there = fire.astimezone(zone)
+            out.setdefault((there.date() - day).days, set()).add((there.hour, there.minute))
+    return dict(sorted(out.items()))
+
+
+def check_expressible(schedule: Schedule) -> None:
+    """Refuse what cron cannot say, naming the reason and the nearest periods that work."""
+    period = schedule.period
+    if period is not None and period not in CRON_PERIODS:
+        lower = max((p for p in CRON_PERIODS if p < period), default=None)
+        higher = min((p for p in CRON_PERIODS if p > period), default=None)
+        nearest = " or ".join(str(p) for p in (lower, higher) if p is not None)
+        why = (
+            "is under a minute, cron's smallest step"
+            if period < 60
+            else "is not a whole number of minutes"
+            if period % 60
+            else "does not divide 24 hours, so it cannot be pinned to the wall clock"
+        )
+        raise CannotExpress(f"period {period}s {why}; nearest periods cron can keep: {nearest}")
+
+
+def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[str]:
+    """The crontab lines for `job` on a cron daemon running in `zone`."""
+    schedule = job.schedule
+    check_expressible(schedule)
+    entry = _escape(command)
+    if schedule.cron is not None:
+        minutes, hours, days, months, weekdays = cron_fields(schedule.cron)
+        times = [(h, m) for h in hours for m in minutes]
+    elif schedule.is_once:
+        fire = next(schedule.fire_times(now))
+        times, days, months, weekdays = [(fire.hour, fire.minute)], [fire.day], [fire.month], None
+    else:
+        times = [(offset // 3600, offset % 3600 // 60) for offset in schedule.offsets()]
+        days = months = weekdays = None
+    shifted = zone_times(times, zone, now.astimezone(NYC).date())
+    if days is None and weekdays is None and months is None:
+        # Every day alike: the day a time moves to does not matter.
+        shifted = {0: set().union(*shifted.values())}
+    lines = []
+    for day_shift, there in shifted.items():
+        dom, month = _shift_days(days, months, day_shift)
+        dow = "*" if weekdays is None else _field([(w + day_shift) % 7 for w in weekdays], 7)
+        for minute_field, hour_field in _minute_hour_fields(there):
+            lines.append(f"{minute_field} {hour_field} {dom} {month} {dow} {entry}")
+    return lines
+
+
+def _minute_hour_fields(times: set[tuple[int, int]]) -> list[tuple[str, str]]:
+    """(hour, minute) pairs as (minute field, hour field) pairs: hours sharing the same
+    minutes share a line, so no line fires at a time not in the set."""
+    per_hour: dict[int, list[int]] = {}
+    for hour, minute in sorted(times):
+        per_hour.setdefault(hour, []).append(minute)
+    by_minutes: dict[tuple[int, ...], list[int]] = {}
+    for hour, minutes in per_hour.items():
+        by_minutes.setdefault(tuple(minutes), []).append(hour)
+    return [(_field(list(m), 60), _field(h, 24)) for m, h in by_minutes.items()]
+
+
+def _shift_days(days, months, day_shift: int) -> tuple[str, str]:
+    """Day-of-month and month fields moved by `day_shift` days (-1, 0, +1): a superset where
+    the move crosses a month's end."""
+    if days is None:
+        if months is None:
+            return "*", "*"
+        # Near a month's end the move can cross into the month next to it.
+        moved = {(m + day_shift - 1) % 12 + 1 for m in months} if day_shift else set()
+        return "*", _field(sorted(set(months) | moved), 12, start=1)
+    if day_shift == 0:
+        new_days, new_months = set(days), set(months)
+    elif day_shift > 0:
+        new_days = {d + 1 for d in days if d < 31}
+        new_months = set(months)
+        if any(d >= 28 for d in days):  # the last day of a month moves to the 1st of the next
+            new_days.add(1)
+            new_months |= {m % 12 + 1 for m in months}
+    else:
+        new_days = {d - 1 for d in days if d > 1}
+        new_months = set(months)
+        if 1 in days:  # the 1st moves back to the last day of the month before
+            new_days |= {28, 29, 30, 31}
+            new_months |= {(m - 2) % 12 + 1 for m in months}
+    return _field(sorted(new_days), 31, start=1), _field(sorted(new_months), 12, start=1)
+
+
+def _field(values: list[int], size: int | None = None, start: int = 0) -> str:
+    values = sorted(set(values))
+    if size is not None and values == list(range(start, start + size)):
+        return "*"
+    return ",".join(str(v) for v in values)
+
+
+def _escape(command: str) -> str:
+    """cron turns an unescaped % into a line break: escape it so the agent gets a %."""
+    return command.replace("%", "\\%")
+
+
+def crontab_command(words: list[str]) -> str:
+    if any("\n" in word or "\r" in word for word in words):
+        raise CannotExpress(
+            "a crontab line cannot hold a line break: put the instructions in "
+            "a jobs file and generate with --job"
+        )
+    return shlex.join(words)
