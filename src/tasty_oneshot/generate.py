@@ -9,7 +9,7 @@ import logging
 import os
 import stat
 import sys
-from datetime import datetime, time, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,12 +17,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tasty_oneshot import paths
 from tasty_oneshot.errors import EXIT_OK, UsageError
 from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, load_env_file, load_jobs_file, resolve_job
-from tasty_oneshot.schedule import NYC, now_nyc
+from tasty_oneshot.schedule import NYC, cron_fields, now_nyc
 from tasty_oneshot.units import crontab, systemd
 
 log = logging.getLogger("tasty_oneshot")
 
-REGULAR_OPEN, REGULAR_CLOSE = time(9, 30), time(16, 0)
+OPEN_SECOND, CLOSE_SECOND = 9 * 3600 + 30 * 60, 16 * 3600  # NYSE regular hours, NYC
 
 
 class GenerateRequest(NamedTuple):
@@ -189,8 +189,9 @@ def warn_about(job: Job, target: str, now: datetime) -> None:
             _where(job),
             schedule.period,
         )
-    fires = _sample_fire_times(job, now)
-    if not job.ignore_market_hours and fires and not any(_in_regular_hours(f) for f in fires):
+    seconds, weekdays = _times_of_day(job, now)
+    in_hours = any(OPEN_SECOND <= t < CLOSE_SECOND for t in seconds) and weekdays
+    if not job.ignore_market_hours and not in_hours:
         log.warning(
             "%s: could never run: every fire time (%s) is outside NYSE regular hours "
             "(9:30am-4pm NYC, Monday-Friday) and the market check is on",
@@ -198,8 +199,7 @@ def warn_about(job: Job, target: str, now: datetime) -> None:
             schedule.describe(),
         )
     # With the market check on, a fire time at night is a skip anyway: no need to warn.
-    night = [f for f in fires if time(1) <= f.astimezone(NYC).time() < time(3)]
-    if job.ignore_market_hours and night:
+    if job.ignore_market_hours and any(3600 <= t < 3 * 3600 for t in seconds):
         log.warning(
             "%s: fire times between 1am and 3am NYC are skipped on the spring-forward "
             "day and fire once (the first) on the fall-back day",
@@ -207,20 +207,19 @@ def warn_about(job: Job, target: str, now: datetime) -> None:
         )
 
 
-def _sample_fire_times(job: Job, now: datetime) -> list[datetime]:
-    """Enough fire times to judge a schedule: a year's worth, at most a few thousand."""
-    out = []
-    end = now + timedelta(days=366)
-    for fire in job.schedule.fire_times(now):
-        if fire > end or len(out) >= 5000:
-            break
-        out.append(fire)
-    return out
-
-
-def _in_regular_hours(fire: datetime) -> bool:
-    local = fire.astimezone(NYC)
-    return local.weekday() < 5 and REGULAR_OPEN <= local.time() < REGULAR_CLOSE
+def _times_of_day(job: Job, now: datetime) -> tuple[list[int], bool]:
+    """A wall-clock schedule's fire times as seconds after NYC midnight, and whether any of
+    them can fall on a weekday. Read off the schedule, not by listing a year of fire times."""
+    schedule = job.schedule
+    if schedule.is_once:
+        fire = next(schedule.fire_times(now)).astimezone(NYC)
+        return [fire.hour * 3600 + fire.minute * 60], fire.weekday() < 5
+    if schedule.cron is None:
+        return schedule.offsets(), True
+    minutes, hours, days, _months, weekdays = cron_fields(schedule.cron)
+    # cron: a day-of-month restriction reaches weekdays; a day-of-week one must name one.
+    weekday = weekdays is None or days is not None or any(1 <= d <= 5 for d in weekdays)
+    return [h * 3600 + m * 60 for h in hours for m in minutes], weekday
 
 
 def _where(job: Job) -> str:

@@ -47,17 +47,37 @@ def _sample_days(zone: ZoneInfo, start: date, years: int = 2) -> tuple[date, ...
 def zone_times(times: list[tuple[int, int]], zone: ZoneInfo, start: date) -> dict[int, set]:
     """Where each New York (hour, minute) falls on `zone`'s clock on any day of the coming
     years, grouped by how many days it moves (-1, 0, +1)."""
+    return _zone_times(tuple(sorted(set(times))), zone, start)
+
+
+@functools.cache
+def _zone_times(times: tuple[tuple[int, int], ...], zone: ZoneInfo, start: date) -> dict:
     out: dict[int, set[tuple[int, int]]] = {}
     for day in _sample_days(zone, start):
+        midnight = datetime.combine(day, datetime.min.time())
+        if _steady(day, zone):  # one shift for the whole day: move the times by it
+            first = localize(midnight).astimezone(zone)
+            shift = int((first.replace(tzinfo=None) - midnight).total_seconds()) // 60
+            for hour, minute in times:
+                day_shift, minute_of_day = divmod(hour * 60 + minute + shift, 1440)
+                out.setdefault(day_shift, set()).add(divmod(minute_of_day, 60))
+            continue
         for hour, minute in times:
-            fire = localize(
-                datetime.combine(day, datetime.min.time()).replace(hour=hour, minute=minute)
-            )
+            fire = localize(midnight.replace(hour=hour, minute=minute))
             if fire is None:  # a spring-forward gap: no fire time that day
                 continue
             there = fire.astimezone(zone)
             out.setdefault((there.date() - day).days, set()).add((there.hour, there.minute))
     return dict(sorted(out.items()))
+
+
+def _steady(day: date, zone: ZoneInfo) -> bool:
+    """Whether neither zone changes its UTC offset during this New York day."""
+    start = localize(datetime.combine(day, datetime.min.time()))
+    end = start + timedelta(days=1)
+    return all(
+        start.astimezone(z).utcoffset() == end.astimezone(z).utcoffset() for z in (zone, NYC)
+    )
 
 
 def check_expressible(schedule: Schedule) -> None:
