@@ -106,8 +106,9 @@ def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[st
         minutes, hours, days, months, weekdays = cron_fields(schedule.cron)
         times = [(h, m) for h in hours for m in minutes]
     elif schedule.is_once:
-        fire = next(schedule.fire_times(now))
-        times, days, months, weekdays = [(fire.hour, fire.minute)], [fire.day], [fire.month], None
+        # One instant: its time on the cron zone's clock is known exactly.
+        there = next(schedule.fire_times(now)).astimezone(zone)
+        return [f"{there.minute} {there.hour} {there.day} {there.month} * {entry}"]
     else:
         times = [(offset // 3600, offset % 3600 // 60) for offset in schedule.offsets()]
         days = months = weekdays = None
