@@ -233,7 +233,9 @@ def test_timeout_bounds_the_whole_invocation(ws):
     started = time.monotonic()
     result = ws.cli(*RUN, "--timeout", "1")
     assert result.returncode == 124, result.stderr
-    assert time.monotonic() - started < 1 + 6
+    # Not a timing test: without the timeout the hung tool would hold the run until the
+    # subprocess limit; the bound is loose because a loaded 2-core host imports slowly.
+    assert time.monotonic() - started < 30
     for start in ws.server_starts():
         assert_gone(start["pid"])
     [row] = ws.history()

@@ -128,10 +128,49 @@ def usage_limits(limits: Limits):
     )
 
 
-async def run_agent(job: Job, now: datetime, log_dir: Path, progress=None) -> AgentResult:
+MEMORY_LIMIT = 4000  # characters of the previous run's output given to the model
+
+
+def prompt_for(job: Job, previous: tuple[str, str] | None) -> str:
+    """The instructions, with the previous successful run's output when the job remembers."""
+    if previous is None:
+        return job.instructions
+    finished_at, output = previous
+    if len(output) > MEMORY_LIMIT:
+        output = output[:MEMORY_LIMIT] + f"\n[... cut at {MEMORY_LIMIT} characters]"
+    return (
+        f"{job.instructions}\n\n"
+        f"For comparison, your previous successful run finished at {finished_at} "
+        f"(New York time) and answered:\n<previous-output>\n{output}\n</previous-output>"
+    )
+
+
+def notify_toolset(job: Job, progress):
+    """The `notify(message)` tool: sends to the job's Apprise URLs, never fails the run."""
+    import asyncio
+
+    from pydantic_ai.toolsets import FunctionToolset
+
+    from tasty_oneshot.notify import send
+
+    async def notify(message: str) -> str:
+        """Send `message` to the job's alert channels (phone, chat, e-mail). Use it only when
+        the instructions' condition for alerting someone holds."""
+        outcome = await asyncio.to_thread(send, job.notify, f"tasty-oneshot {job.name}", message)
+        if progress is not None:
+            progress.notes.append(f"tool: {outcome}")
+        return "delivered" if outcome == "sent" else f"not delivered ({outcome}); go on"
+
+    return FunctionToolset([notify])
+
+
+async def run_agent(
+    job: Job, now: datetime, log_dir: Path, progress=None, previous=None
+) -> AgentResult:
     """Run the job's instructions once; AgentFailed on a model, MCP server or limit error.
 
-    `progress` (with .usage and .cost) is kept up to date for a run that is stopped midway.
+    `progress` (with .usage, .cost and .notes) is kept up to date for a run that is stopped
+    midway; `previous` is (finished_at, output) of the last successful run, when remembered.
     """
     from pydantic_ai import Agent
     from pydantic_ai.exceptions import UsageLimitExceeded
@@ -140,11 +179,14 @@ async def run_agent(job: Job, now: datetime, log_dir: Path, progress=None) -> Ag
 
     log_dir.mkdir(mode=0o700, exist_ok=True)
     server_log = log_dir / f"{job.name}.mcp.log"
-    toolset = TradingPolicy(mcp_toolset(job.mcp, server_log), mode=job.trading)
-    agent = Agent(job.model, toolsets=[toolset], instructions=instructions_for(job, now))
+    toolsets = [TradingPolicy(mcp_toolset(job.mcp, server_log), mode=job.trading)]
+    if job.notify:
+        toolsets.append(notify_toolset(job, progress))
+    agent = Agent(job.model, toolsets=toolsets, instructions=instructions_for(job, now))
+    limits = usage_limits(job.limits)
     run = None
     try:
-        async with agent.iter(job.instructions, usage_limits=usage_limits(job.limits)) as run:
+        async with agent.iter(prompt_for(job, previous), usage_limits=limits) as run:
             async for _node in run:
                 if progress is not None:
                     progress.usage, progress.cost = _usage(run)

@@ -14,8 +14,9 @@ from typing import Any
 
 from tasty_oneshot import __version__
 from tasty_oneshot.errors import EXIT_SIGINT, EXIT_USAGE, UsageError
-from tasty_oneshot.jobs import JOB_KEYS, check_keys
+from tasty_oneshot.jobs import JOB_KEYS, check_keys, check_notify_urls
 from tasty_oneshot.schedule import NYC
+from tasty_oneshot.secrets import RedactingFilter
 
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 
@@ -85,6 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tool-calls", type=_positive_int, metavar="N")
     run.add_argument("--max-tokens", type=_positive_int, metavar="N")
     run.add_argument("--max-cost", type=_positive_float, metavar="USD")
+    run.add_argument("--remember", choices=("last", "none"), help="give the model the last output")
+    run.add_argument("--notify", metavar="URL", action="append", help="Apprise URL (repeatable)")
+    run.add_argument(
+        "--notify-on",
+        metavar="EVENT",
+        action="append",
+        choices=("output", "failure", "skip"),
+        help="repeatable",
+    )
 
     units = commands.add_parser("generate-units", help="systemd timers or crontab lines")
     units.add_argument("instructions", nargs="?", metavar="INSTRUCTIONS")
@@ -123,7 +133,10 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None and value is not False:
             given[key] = value
-    return check_keys(given, JOB_KEYS, "")
+    checked = check_keys(given, JOB_KEYS, "")
+    if "notify" in checked:
+        check_notify_urls(checked["notify"], "")
+    return checked
 
 
 def setup_logging() -> None:
@@ -132,10 +145,13 @@ def setup_logging() -> None:
     # Log times are New York times, like every time in a schedule.
     formatter.converter = lambda seconds: datetime.fromtimestamp(seconds, NYC).timetuple()
     handler.setFormatter(formatter)
+    handler.addFilter(RedactingFilter())
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("tasty_oneshot").setLevel(logging.INFO)
+    # apprise logs each URL it rejects or fails to reach, credentials included.
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

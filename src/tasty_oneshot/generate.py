@@ -132,6 +132,8 @@ def _systemd_quote(word: str) -> str:
     if word and all(c.isalnum() or c in "-_./:=@+," for c in word):
         return word
     escaped = word.replace("\\", "\\\\").replace('"', '\\"')
+    # A raw newline would end the ExecStart= line: control characters as C escapes.
+    escaped = "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or ord(c) == 127 else c for c in escaped)
     return f'"{escaped}"'
 
 

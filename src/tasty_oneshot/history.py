@@ -22,8 +22,10 @@ def parse_since(text: str) -> datetime:
 
 def history(job: str | None, limit: int, since: str | None, as_json: bool) -> int:
     ledger = Ledger(paths.state_dir())
+    since_at = parse_since(since) if since else None
     try:
-        rows = ledger.runs(job=job, limit=limit, since=parse_since(since) if since else None)
+        rows = ledger.runs(job=job, limit=limit, since=since_at)
+        totals = ledger.totals(job=job, since=since_at)
     finally:
         ledger.close()
     if as_json:
@@ -42,8 +44,26 @@ def history(job: str | None, limit: int, since: str | None, as_json: bool) -> in
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    _write_table(table)
+    period = f"since {since_at.isoformat(timespec='minutes')}" if since_at else "all time"
+    sys.stdout.write(f"\ntotals ({period}):\n")
+    _write_table(
+        [("job", "runs", "tokens", "cost")]
+        + [
+            (
+                t["job"],
+                str(t["runs"]),
+                str(t["tokens"] or 0),
+                "unknown" if t["cost"] is None else f"${t['cost']:.4f}",
+            )
+            for t in totals
+        ]
+    )
+    return EXIT_OK
+
+
+def _write_table(table: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
         sys.stdout.write("  ".join(cells).rstrip() + "\n")
-    return EXIT_OK

@@ -50,6 +50,9 @@ class Job(NamedTuple):
     timeout: float = DEFAULT_TIMEOUT
     max_delay: int = DEFAULT_MAX_DELAY
     limits: Limits = Limits()
+    remember: str = "none"  # "last": the previous successful run's output goes to the model
+    notify: tuple[str, ...] = ()  # Apprise URLs
+    notify_on: tuple[str, ...] = ("failure",)  # when the run itself sends
     source: Path | None = None  # the jobs file it came from, if any
 
 
@@ -108,6 +111,37 @@ def _model(value: Any) -> str:
     return _text(value).strip()
 
 
+def _remember(value: Any) -> str:
+    if value not in ("last", "none"):
+        raise ValueError("expected last or none")
+    return value
+
+
+APPRISE_URL = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$", re.IGNORECASE)
+
+
+def _notify(value: Any) -> tuple[str, ...]:
+    """Apprise URLs, checked for shape here; apprise itself checks each one when the file is
+    read afresh (see check_notify_urls), so the run that only skips never imports it."""
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not urls:
+        raise ValueError("expected a list of Apprise URLs")
+    for index, url in enumerate(urls):
+        if not isinstance(url, str) or not APPRISE_URL.match(url.strip()):
+            raise ValueError(f"item {index + 1} is not an Apprise URL (scheme://...)")
+    return tuple(url.strip() for url in urls)
+
+
+NOTIFY_EVENTS = ("output", "failure", "skip")
+
+
+def _notify_on(value: Any) -> tuple[str, ...]:
+    events = [value] if isinstance(value, str) else value
+    if not isinstance(events, list) or not all(e in NOTIFY_EVENTS for e in events):
+        raise ValueError(f"expected a list of {', '.join(NOTIFY_EVENTS)}")
+    return tuple(dict.fromkeys(events))
+
+
 def _mcp(value: Any) -> McpServer:
     if not isinstance(value, Mapping):
         raise ValueError("expected a mapping with command/args or url")
@@ -147,6 +181,9 @@ RUN_KEYS: dict[str, Callable[[Any], Any]] = {
     "max_tool_calls": _positive_int,
     "max_tokens": _positive_int,
     "max_cost": _positive_number,
+    "remember": _remember,
+    "notify": _notify,
+    "notify_on": _notify_on,
 }
 JOB_KEYS = {"instructions": _text, **SCHEDULE_KEYS, **RUN_KEYS}
 TOP_KEYS = {**RUN_KEYS}  # defaults for every job, ad hoc runs included
@@ -210,37 +247,70 @@ def schedule_from(values: Mapping[str, Any], where: str) -> Schedule:
 def load_jobs_file(path: Path, cache_dir: Path | None = None) -> JobsFile:
     """Read and check the whole jobs file: every job, not just the one asked for.
 
-    With `cache_dir`, the parsed YAML is kept there as JSON until the file changes: a timer
-    firing every few minutes then never imports the YAML parser. The checks always run.
+    With `cache_dir`, a file that passed every check is kept there as JSON until it changes:
+    a timer firing every few minutes then imports neither the YAML parser nor apprise. The
+    key checks still run every time.
     """
-    data = _parsed_cached(path, cache_dir) if cache_dir else _parse(path)
-    return _check_jobs_file(path, data)
-
-
-def _parsed_cached(path: Path, cache_dir: Path) -> Any:
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the jobs file: {exc.strerror}") from None
-    version = f"{path.absolute()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache = cache_dir / "jobs-files" / (str(path.absolute()).replace("/", "%") + ".json")
-    try:
-        cached = json.loads(cache.read_text(encoding="utf-8"))
-        if cached["version"] == version:
-            return cached["data"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
+    cache = _JobsFileCache(path, cache_dir) if cache_dir else None
+    data = cache.read() if cache else None
+    if data is not None:
+        return _check_jobs_file(path, data)
     data = _parse(path)
-    # Only what JSON gives back unchanged is cached (YAML dates or int keys would not be).
-    try:
-        if json.loads(json.dumps(data)) == data:
-            cache.parent.mkdir(mode=0o700, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": version, "data": data}), encoding="utf-8")
-            tmp.replace(cache)
-    except (OSError, TypeError, ValueError):
-        pass  # a cache that cannot be written only costs the next run some time
-    return data
+    jobs_file = _check_jobs_file(path, data)
+    for job_name, keys in [(None, jobs_file.defaults), *jobs_file.jobs.items()]:
+        where = f"{path}: job '{job_name}': " if job_name else f"{path}: "
+        check_notify_urls(keys.get("notify", ()), where)
+    if cache:
+        cache.write(data)
+    return jobs_file
+
+
+class _JobsFileCache:
+    """The parsed jobs file as JSON in the state directory, valid while the file is unchanged
+    (same inode, size and modification time)."""
+
+    def __init__(self, path: Path, cache_dir: Path) -> None:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read the jobs file: {exc.strerror}") from None
+        self.version = f"{path.absolute()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}"
+        name = str(path.absolute()).replace("/", "%") + ".json"
+        self.file = cache_dir / "jobs-files" / name
+
+    def read(self) -> Any:
+        try:
+            cached = json.loads(self.file.read_text(encoding="utf-8"))
+            return cached["data"] if cached["version"] == self.version else None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def write(self, data: Any) -> None:
+        # Only what JSON gives back unchanged is cached (YAML dates or int keys would not be).
+        try:
+            if json.loads(json.dumps(data)) != data:
+                return
+            self.file.parent.mkdir(mode=0o700, exist_ok=True)
+            tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": self.version, "data": data}), "utf-8")
+            tmp.replace(self.file)
+        except (OSError, TypeError, ValueError):
+            pass  # a cache that cannot be written only costs the next run some time
+
+
+def check_notify_urls(urls: tuple[str, ...], where: str) -> None:
+    """Let apprise itself judge each URL (it knows every service's URL form)."""
+    if not urls:
+        return
+    import apprise
+
+    for index, url in enumerate(urls):
+        if not apprise.Apprise().add(url):
+            service = url.split("://", 1)[0]
+            raise UsageError(
+                f"{label(where, 'notify')}: item {index + 1} ({service}://...) is not a "
+                "valid Apprise URL"
+            )
 
 
 def _parse(path: Path) -> Any:
@@ -277,6 +347,7 @@ def _check_jobs_file(path: Path, data: Any) -> JobsFile:
         data = {}
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with 'jobs' at the top level")
+    data = dict(data)  # the caller may cache what it passed in: leave that whole
     raw_jobs = data.pop("jobs", None) or {}
     if not isinstance(raw_jobs, dict):
         raise UsageError(f"{path}: key 'jobs': expected a mapping of job names to jobs")
@@ -389,6 +460,9 @@ def resolve_job(
         timeout=merged.get("timeout", DEFAULT_TIMEOUT),
         max_delay=merged.get("max_delay", DEFAULT_MAX_DELAY),
         limits=limits,
+        remember=merged.get("remember", "none"),
+        notify=merged.get("notify", ()),
+        notify_on=merged.get("notify_on", ("failure",)),
         source=jobs_file.path if instructions is None else None,
     )
 

@@ -7,11 +7,12 @@ used even if the process is killed), then its outcome.
 
 import json
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from tasty_oneshot.schedule import NYC
+from tasty_oneshot.secrets import redact
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -33,7 +34,9 @@ CREATE TABLE IF NOT EXISTS runs (
     output_tokens INTEGER NOT NULL DEFAULT 0,
     tool_calls INTEGER NOT NULL DEFAULT 0,
     cost REAL,
-    pid INTEGER
+    pid INTEGER,
+    notify TEXT,
+    started_utc TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_job_slot ON runs (job, slot);
 CREATE INDEX IF NOT EXISTS runs_job_id ON runs (job, id);
@@ -62,6 +65,11 @@ class Ledger:
         if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self._db.execute("PRAGMA journal_mode = WAL")
         self._db.executescript(SCHEMA)
+        # A ledger from an older version lacks the newer columns: add them.
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+        for column, kind in (("notify", "TEXT"), ("started_utc", "TEXT")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -84,9 +92,10 @@ class Ledger:
         return self._insert(
             job=job,
             status=status,
-            reason=reason,
+            reason=redact(reason),
             slot=iso(slot),
             started_at=iso(started_at),
+            started_utc=utc(started_at),
             finished_at=iso(finished_at),
             exit_code=exit_code,
             model=model,
@@ -113,6 +122,7 @@ class Ledger:
             slot=iso(slot),
             agent_started=1,
             started_at=iso(started_at),
+            started_utc=utc(started_at),
             model=model,
             trading=trading,
             scheduled=int(scheduled),
@@ -136,10 +146,10 @@ class Ledger:
             " requests=?, input_tokens=?, output_tokens=?, tool_calls=?, cost=? WHERE id=?",
             (
                 status,
-                reason,
+                redact(reason),
                 iso(finished_at),
                 exit_code,
-                output,
+                redact(output),
                 usage.requests,
                 usage.input_tokens,
                 usage.output_tokens,
@@ -148,6 +158,28 @@ class Ledger:
                 run_id,
             ),
         )
+
+    def note_notify(self, run_id: int, text: str) -> None:
+        """What became of the run's own notifications (sent, failed, timed out)."""
+        self._db.execute("UPDATE runs SET notify=? WHERE id=?", (redact(text), run_id))
+
+    def last_success(self, job: str) -> tuple[str, str] | None:
+        """The finish time and output of the job's latest successful run, if any."""
+        row = self._db.execute(
+            "SELECT finished_at, output FROM runs WHERE job=? AND status='ok' AND output IS NOT"
+            " NULL ORDER BY id DESC LIMIT 1",
+            (job,),
+        ).fetchone()
+        return (row["finished_at"], row["output"]) if row else None
+
+    def totals(self, job: str | None, since: datetime | None) -> list[dict[str, Any]]:
+        """Per job: runs, tokens and cost (None when no run's cost is known)."""
+        where, params = self._filters(job, since)
+        sql = (
+            "SELECT job, COUNT(*) AS runs, SUM(input_tokens + output_tokens) AS tokens,"
+            " SUM(cost) AS cost FROM runs" + where + " GROUP BY job ORDER BY job"
+        )
+        return [dict(row) for row in self._db.execute(sql, params)]
 
     def slot_used(self, job: str, slot: datetime) -> bool:
         """Whether an earlier invocation of this job started the agent for this slot."""
@@ -161,21 +193,23 @@ class Ledger:
         self, job: str | None = None, limit: int | None = None, since: datetime | None = None
     ) -> list[dict[str, Any]]:
         """Runs, newest first, as the contract's JSON objects."""
+        where, params = self._filters(job, since)
+        sql = "SELECT * FROM runs" + where + " ORDER BY id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [_as_json(row) for row in self._db.execute(sql, params)]
+
+    @staticmethod
+    def _filters(job: str | None, since: datetime | None) -> tuple[str, list[Any]]:
         where, params = [], []
         if job:
             where.append("job = ?")
             params.append(job)
         if since:
-            where.append("started_at >= ?")
-            params.append(iso(since))
-        sql = "SELECT * FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC"
-        if limit:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [_as_json(row) for row in self._db.execute(sql, params)]
+            where.append("started_utc >= ?")
+            params.append(utc(since))
+        return (" WHERE " + " AND ".join(where) if where else ""), params
 
     def _insert(self, **columns: Any) -> int:
         names = ", ".join(columns)
@@ -183,6 +217,11 @@ class Ledger:
         sql = f"INSERT INTO runs ({names}) VALUES ({marks})"
         cur = self._db.execute(sql, list(columns.values()))
         return cur.lastrowid
+
+
+def utc(moment: datetime) -> str:
+    """UTC ISO-8601, for comparing times across daylight-saving offsets."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def _as_json(row: sqlite3.Row) -> dict[str, Any]:
@@ -206,6 +245,7 @@ def _as_json(row: sqlite3.Row) -> dict[str, Any]:
             "tool_calls": row["tool_calls"],
         },
         "cost": row["cost"],
+        "notify": row["notify"],
     }
 
 

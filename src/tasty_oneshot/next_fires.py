@@ -16,7 +16,13 @@ def fire_time_rows(job: Job, count: int) -> list[dict]:
         raise UsageError(f"job {job.name} has no schedule: give schedule flags or keys")
     rows = []
     for fire in job.schedule.fire_times(now_nyc()):
-        market_open = calendar_day(fire.astimezone(NYC).date()).is_open(fire)
+        try:
+            market_open = calendar_day(fire.astimezone(NYC).date()).is_open(fire)
+        except ValueError as exc:  # exchange_calendars' DateOutOfBounds: about a year ahead
+            raise UsageError(
+                f"fire time {fire.isoformat()} is beyond the offline NYSE calendar "
+                f"({str(exc).splitlines()[0]}); ask for fewer with --count"
+            ) from None
         rows.append(
             {
                 "at": fire.astimezone(NYC).isoformat(),

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tasty_oneshot import paths
+from tasty_oneshot import paths, secrets
 from tasty_oneshot.agent import check_ready
 from tasty_oneshot.errors import (
     EXIT_FAILED,
@@ -30,6 +30,7 @@ from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, load_env_file, load_jobs_file
 from tasty_oneshot.ledger import Ledger, Usage
 from tasty_oneshot.lock import JobLock, JobLocked
 from tasty_oneshot.market import Credentials, cached_verdict
+from tasty_oneshot.notify import notify_outcome
 from tasty_oneshot.schedule import check_slot, now_nyc
 
 log = logging.getLogger("tasty_oneshot")
@@ -59,6 +60,8 @@ class Outcome(NamedTuple):
 def run(request: RunRequest) -> int:
     started_at, started = now_nyc(), time.monotonic()
     job = load_job(request, cache=True)
+    secrets.register_environment()
+    secrets.register_urls(job.notify)
     if not request.scheduled and any(k in request.options for k in SCHEDULE_KEYS):
         raise UsageError(
             "schedule flags need a timer: run the job now without them, or schedule it with: "
@@ -72,8 +75,9 @@ def run(request: RunRequest) -> int:
     log.info("job %s: %s", job.name, job.schedule.describe())
 
     def record(status: str, reason: str, exit_code: int, slot=None) -> int:
+        """Record an invocation that did not start the agent, and alert if asked to."""
         log.log(logging.WARNING if exit_code else logging.INFO, "%s: %s", status, reason)
-        ledger.record(
+        run_id = ledger.record(
             job.name,
             status,
             reason,
@@ -86,6 +90,9 @@ def run(request: RunRequest) -> int:
             trading=job.trading,
             pid=os.getpid(),
         )
+        alerted = notify_outcome(job.notify, job.notify_on, job.name, status, reason)
+        if alerted:
+            ledger.note_notify(run_id, alerted)
         return exit_code
 
     # Until the agent phase installs its own handlers, SIGTERM stops the run right here.
@@ -169,6 +176,7 @@ class Progress:
         self.run_id: int | None = None
         self.usage = Usage()
         self.cost: float | None = None
+        self.notes: list[str] = []  # what became of the agent's own notify calls
 
 
 async def _market_then_agent(
@@ -218,8 +226,13 @@ async def _market_then_agent(
         cost=outcome.cost,
     )
     if outcome.output is not None:
-        sys.stdout.write(outcome.output.rstrip("\n") + "\n")
+        sys.stdout.write(secrets.redact(outcome.output).rstrip("\n") + "\n")
         sys.stdout.flush()
+    text = outcome.output if outcome.status == "ok" else outcome.reason
+    alerted = notify_outcome(job.notify, job.notify_on, job.name, outcome.status, text or "")
+    notes = [*progress.notes, *([alerted] if alerted else [])]
+    if notes:
+        ledger.note_notify(progress.run_id, "; ".join(notes))
     return outcome.exit_code
 
 
@@ -239,6 +252,7 @@ async def _work(job, ledger, state, slot, started_at, request, progress) -> Outc
 
     from tasty_oneshot.agent import AgentFailed, run_agent
 
+    previous = ledger.last_success(job.name) if job.remember == "last" else None
     progress.run_id = ledger.start(
         job.name,
         started_at=started_at,
@@ -250,7 +264,7 @@ async def _work(job, ledger, state, slot, started_at, request, progress) -> Outc
     )
     log.info("running the agent (model %s, trading %s)", job.model, job.trading)
     try:
-        result = await run_agent(job, now_nyc(), state / "logs", progress)
+        result = await run_agent(job, now_nyc(), state / "logs", progress, previous)
     except AgentFailed as exc:
         return Outcome("failed", exc.reason, EXIT_FAILED, usage=exc.usage, cost=exc.cost)
     except Exception as exc:  # anything unforeseen is a failed run, never a crash

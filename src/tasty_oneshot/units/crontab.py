@@ -8,6 +8,7 @@ the two zones can have between them. The surplus firings are harmless: every lin
 
 import functools
 import itertools
+import math
 import shlex
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -46,13 +47,14 @@ def _sample_days(zone: ZoneInfo, start: date, years: int = 2) -> tuple[date, ...
 
 def zone_times(times: list[tuple[int, int]], zone: ZoneInfo, start: date) -> dict[int, set]:
     """Where each New York (hour, minute) falls on `zone`'s clock on any day of the coming
-    years, grouped by how many days it moves (-1, 0, +1)."""
+    years, grouped by how many days it moves (-1, 0, +1), as (hour, minute, fold): fold 1
+    where it can fall in the second pass of an hour the zone's clock repeats (fall back)."""
     return _zone_times(tuple(sorted(set(times))), zone, start)
 
 
 @functools.cache
 def _zone_times(times: tuple[tuple[int, int], ...], zone: ZoneInfo, start: date) -> dict:
-    out: dict[int, set[tuple[int, int]]] = {}
+    out: dict[int, set[tuple[int, int, int]]] = {}
     for day in _sample_days(zone, start):
         midnight = datetime.combine(day, datetime.min.time())
         if _steady(day, zone):  # one shift for the whole day: move the times by it
@@ -60,14 +62,16 @@ def _zone_times(times: tuple[tuple[int, int], ...], zone: ZoneInfo, start: date)
             shift = int((first.replace(tzinfo=None) - midnight).total_seconds()) // 60
             for hour, minute in times:
                 day_shift, minute_of_day = divmod(hour * 60 + minute + shift, 1440)
-                out.setdefault(day_shift, set()).add(divmod(minute_of_day, 60))
+                out.setdefault(day_shift, set()).add((*divmod(minute_of_day, 60), 0))
             continue
         for hour, minute in times:
             fire = localize(midnight.replace(hour=hour, minute=minute))
             if fire is None:  # a spring-forward gap: no fire time that day
                 continue
             there = fire.astimezone(zone)
-            out.setdefault((there.date() - day).days, set()).add((there.hour, there.minute))
+            out.setdefault((there.date() - day).days, set()).add(
+                (there.hour, there.minute, there.fold)
+            )
     return dict(sorted(out.items()))
 
 
@@ -108,7 +112,9 @@ def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[st
     elif schedule.is_once:
         # One instant: its time on the cron zone's clock is known exactly.
         there = next(schedule.fire_times(now)).astimezone(zone)
-        return [f"{there.minute} {there.hour} {there.day} {there.month} * {entry}"]
+        fields = {(there.hour, there.minute)}
+        [(minute, hour)] = (_repeated_hour_fields if there.fold else _minute_hour_fields)(fields)
+        return [f"{minute} {hour} {there.day} {there.month} * {entry}"]
     else:
         times = [(offset // 3600, offset % 3600 // 60) for offset in schedule.offsets()]
         days = months = weekdays = None
@@ -120,7 +126,16 @@ def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[st
     for day_shift, there in shifted.items():
         dom, month = _shift_days(days, months, day_shift)
         dow = "*" if weekdays is None else _field([(w + day_shift) % 7 for w in weekdays], 7)
-        for minute_field, hour_field in _minute_hour_fields(there):
+        times = {(h, m) for h, m, _ in there}
+        fields = _minute_hour_fields(times)
+        # Debian's cron runs only "wildcard" lines (minute or hour field starting with `*`) in
+        # the second pass of an hour its clock repeats: an hour with a time that can fall there
+        # gets one, and no other line, so no two lines fire at once.
+        repeated = {h for h, _, fold in there if fold}
+        if repeated and not all(m[0] == "*" or h[0] == "*" for m, h in fields):
+            plain = {(h, m) for h, m in times if h not in repeated}
+            fields = _minute_hour_fields(plain) + _repeated_hour_fields(times - plain)
+        for minute_field, hour_field in fields:
             lines.append(f"{minute_field} {hour_field} {dom} {month} {dow} {entry}")
     return lines
 
@@ -135,6 +150,19 @@ def _minute_hour_fields(times: set[tuple[int, int]]) -> list[tuple[str, str]]:
     for hour, minutes in per_hour.items():
         by_minutes.setdefault(tuple(minutes), []).append(hour)
     return [(_field(list(m), 60), _field(h, 24)) for m, h in by_minutes.items()]
+
+
+def _repeated_hour_fields(times) -> list[tuple[str, str]]:
+    """(minute field, hour field) pairs covering `times` whose minute field starts with `*`:
+    `*/STEP` through each hour's minutes. The slot guard skips the extra minutes."""
+    steps: dict[int, int] = {}
+    for hour, minute in times:
+        steps[hour] = math.gcd(steps.get(hour, 60), minute)
+    by_step: dict[int, list[int]] = {}
+    for hour, step in sorted(steps.items()):
+        # `*/60` is outside the minute field's range: `*/30` says minute 0 with one extra.
+        by_step.setdefault(30 if step == 60 else step, []).append(hour)
+    return [(f"*/{step}", _field(hours, 24)) for step, hours in by_step.items()]
 
 
 def _shift_days(days, months, day_shift: int) -> tuple[str, str]:
@@ -171,8 +199,14 @@ def _field(values: list[int], size: int | None = None, start: int = 0) -> str:
 
 
 def _escape(command: str) -> str:
-    """cron turns an unescaped % into a line break: escape it so the agent gets a %."""
-    return command.replace("%", "\\%")
+    """cron turns an unescaped % into a line break and `\\%` into `%`: escape each % so the
+    agent gets a %. cron has no way to say a backslash followed by a % (`\\\\%` is a kept
+    backslash, then a bare %), and shlex puts every backslash inside single quotes, so there
+    the quotes are closed around the %: `'a\\'\\%'b'` reaches sh as `'a\\'%'b'`."""
+    return "".join(
+        ("'\\%'" if command[i - 1 : i] == "\\" else "\\%") if c == "%" else c
+        for i, c in enumerate(command)
+    )
 
 
 def crontab_command(words: list[str]) -> str:

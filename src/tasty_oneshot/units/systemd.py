@@ -87,6 +87,20 @@ def _cron_calendars(expression: str) -> list[str]:
         prefix = ",".join(WEEKDAYS[d] for d in dow) + " " if dow is not None else ""
         return f"{prefix}*-{month}-{dom} {time}"
 
+    from croniter import croniter
+
+    parsed = croniter(expression)
+    if parsed.nearest_weekday:
+        raise ValueError(f"{expression!r}: 'W' (nearest weekday) has no systemd calendar form")
+    if parsed.nth_weekday_of_month:
+        if days is not None:
+            raise ValueError(f"{expression!r}: '#' with a day of month has no calendar form")
+        # The n-th such weekday of a month is one of the days 7n-6 .. 7n; systemd ANDs the
+        # weekday and the day, so `Fri *-*-08..14` is the second Friday.
+        return [
+            line(",".join(f"{7 * n - 6:02d}..{min(7 * n, 31):02d}" for n in sorted(nths)), [d])
+            for d, nths in sorted(parsed.nth_weekday_of_month.items())
+        ]
     if days is None or weekdays is None:
         # cron: with only one of day-of-month and day-of-week restricted, that one applies.
         dom = "*" if days is None else _values(days, 31, start=1)
@@ -136,7 +150,7 @@ def service_unit(job: Job, exec_start: str, env_file: str | None, user: str | No
         f"ExecStart={exec_start}",
     ]
     if env_file:
-        lines.append(f"EnvironmentFile={env_file}")
+        lines.append(f"EnvironmentFile={env_file.replace('%', '%%')}")  # % specifiers
     if user:
         lines.append(f"User={user}")
     lines += [

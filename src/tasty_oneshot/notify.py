@@ -1,0 +1,65 @@
+"""Alerts that reach a person, through Apprise (ntfy, Telegram, Slack, e-mail, ...).
+
+A delivery never fails a run and never holds it up for long: it runs in a daemon thread and
+is given up after DELIVERY_TIMEOUT seconds; what became of it is logged and recorded.
+"""
+
+import logging
+import threading
+
+from tasty_oneshot.errors import one_line
+
+log = logging.getLogger("tasty_oneshot")
+
+DELIVERY_TIMEOUT = 5.0  # seconds before a delivery is given up
+BODY_LIMIT = 4000  # characters of output sent in one alert
+
+
+def send(urls: tuple[str, ...], title: str, body: str, timeout: float = DELIVERY_TIMEOUT) -> str:
+    """Send to every URL; return what happened in a few words ("sent", "failed: ..."). Never
+    raises."""
+    result: dict[str, object] = {}
+
+    def deliver() -> None:
+        try:
+            import apprise
+
+            apobj = apprise.Apprise()
+            for url in urls:
+                apobj.add(url)
+            result["ok"] = apobj.notify(title=title, body=body[:BODY_LIMIT] or "(empty)")
+        except Exception as exc:  # a broken service must not break the run
+            result["error"] = one_line(exc)
+
+    worker = threading.Thread(target=deliver, name="notify", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        outcome = f"gave up after {timeout:g}s"
+    elif "error" in result:
+        outcome = f"failed: {result['error']}"
+    elif result.get("ok"):
+        outcome = "sent"
+    else:
+        outcome = "failed: not delivered to every URL"
+    level = logging.INFO if outcome == "sent" else logging.WARNING
+    log.log(level, "notify (%d URL%s): %s", len(urls), "" if len(urls) == 1 else "s", outcome)
+    return outcome
+
+
+# Which outcome statuses each `notify_on` event covers.
+EVENTS = {
+    "output": ("ok",),
+    "failure": ("failed", "timeout", "interrupted"),
+    "skip": ("skipped", "locked"),
+}
+
+
+def notify_outcome(
+    urls: tuple[str, ...], notify_on: tuple[str, ...], job: str, status: str, text: str
+) -> str | None:
+    """The run's own alert, when `notify_on` asks for this outcome; None when it does not."""
+    if not urls or not any(status in EVENTS[event] for event in notify_on):
+        return None
+    title = f"tasty-oneshot {job}: {'output' if status == 'ok' else status}"
+    return f"{status}: {send(urls, title, text)}"

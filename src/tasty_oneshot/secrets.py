@@ -1,0 +1,63 @@
+"""Secrets stay out of every log line, ledger row, `history` output and stdout.
+
+The values to hide are registered as they become known (the environment once the env files
+are loaded, a job's Apprise URLs once it is resolved); `redact` replaces each with `***`.
+"""
+
+import logging
+import os
+import re
+from urllib.parse import unquote, urlsplit
+
+MASK = "***"
+MIN_LENGTH = 6  # shorter values are too likely to be ordinary words or numbers
+
+# Environment variables holding secrets: TastyTrade's, and the usual names of model keys.
+SECRET_NAMES = re.compile(
+    r"^TASTYTRADE_(CLIENT_SECRET|REFRESH_TOKEN)$|_(KEY|TOKEN|SECRET|PASSWORD)$"
+)
+
+_values: set[str] = set()
+
+
+def register(*values: str) -> None:
+    _values.update(v for v in values if v and len(v) >= MIN_LENGTH)
+
+
+def register_environment() -> None:
+    """Every secret-looking variable of the environment."""
+    register(*(value for name, value in os.environ.items() if SECRET_NAMES.search(name)))
+
+
+def register_urls(urls: tuple[str, ...]) -> None:
+    """Apprise URLs carry their credentials in the user, password, host, path and query:
+    hide the whole URL and each of those parts."""
+    for url in urls:
+        register(url)
+        parts = urlsplit(url)
+        pieces = [parts.netloc, parts.username or "", parts.password or "", parts.hostname or ""]
+        pieces += parts.path.split("/")
+        pieces += [kv.split("=", 1)[-1] for kv in parts.query.split("&")]
+        register(*pieces, *(unquote(p) for p in pieces))
+
+
+def redact(text: str | None) -> str | None:
+    """`text` with every registered secret replaced by ***; longest first, so a secret that
+    contains another is hidden whole."""
+    if not text or not _values:
+        return text
+    for value in sorted(_values, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each log record with its secrets hidden (attach to the handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, ()
+        return True
