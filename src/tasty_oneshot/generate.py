@@ -277,6 +277,9 @@ def _env_file(path: str | None) -> str | None:
 
 def write_files(directory: Path, files: dict[str, str]) -> None:
     """Write every file or none: temporary names first, then renames."""
+    for name in files:  # a rename onto a directory would fail halfway through
+        if (directory / name).is_dir():
+            raise UsageError(f"--output-dir {directory}: {name} is a directory, not a file")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -167,7 +167,7 @@ class Schedule(NamedTuple):
         if self.is_empty:
             return
         if self.is_monotonic:
-            k = 1
+            k, after = 1, after.replace(microsecond=0)
             while True:
                 yield (after + timedelta(seconds=k * self.period)).astimezone(NYC)
                 k += 1
