@@ -3,9 +3,11 @@
 Imported only on the path that runs the agent: pydantic-ai and the MCP client are heavy.
 """
 
+import logging
 import os
 import shutil
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -177,6 +179,9 @@ async def run_agent(
 
     from tasty_oneshot.trading import TradingPolicy
 
+    # Library warnings (e.g. pydantic-ai cannot price the model, so max_cost cannot apply)
+    # become our log lines: stderr holds nothing else.
+    warnings.showwarning = _log_warning
     log_dir.mkdir(mode=0o700, exist_ok=True)
     server_log = log_dir / f"{job.name}.mcp.log"
     toolsets = [TradingPolicy(mcp_toolset(job.mcp, server_log), mode=job.trading)]
@@ -197,6 +202,12 @@ async def run_agent(
         reason = f"error: {one_line(exc)} (MCP server log: {server_log})"
         raise AgentFailed(reason, *_usage(run)) from exc
     return AgentResult(str(output), *_usage(run))
+
+
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    logging.getLogger("tasty_oneshot").warning(
+        "%s: %s", category.__name__, " ".join(str(message).split())
+    )
 
 
 def _usage(run) -> tuple[Usage, float | None]:

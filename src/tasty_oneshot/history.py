@@ -54,12 +54,22 @@ def history(job: str | None, limit: int, since: str | None, as_json: bool) -> in
                 t["job"],
                 str(t["runs"]),
                 str(t["tokens"] or 0),
-                "unknown" if t["cost"] is None else f"${t['cost']:.4f}",
+                _cost(t),
             )
             for t in totals
         ]
     )
     return EXIT_OK
+
+
+def _cost(total: dict) -> str:
+    """A job's total cost, saying so when some of its agent runs could not be priced."""
+    if total["cost"] is None:
+        return "unknown"
+    text = f"${total['cost']:.4f}"
+    if total["priced"] < total["agent_runs"]:
+        text += f" ({total['priced']} of {total['agent_runs']} runs priced)"
+    return text
 
 
 def _write_table(table: list[tuple[str, ...]]) -> None:

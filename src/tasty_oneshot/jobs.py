@@ -292,7 +292,10 @@ class _JobsFileCache:
                 return
             self.file.parent.mkdir(mode=0o700, exist_ok=True)
             tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"version": self.version, "data": data}), "utf-8")
+            # 0600: the file holds what the jobs file holds, Apprise credentials included.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps({"version": self.version, "data": data}))
             tmp.replace(self.file)
         except (OSError, TypeError, ValueError):
             pass  # a cache that cannot be written only costs the next run some time

@@ -177,7 +177,8 @@ class Ledger:
         where, params = self._filters(job, since)
         sql = (
             "SELECT job, COUNT(*) AS runs, SUM(input_tokens + output_tokens) AS tokens,"
-            " SUM(cost) AS cost FROM runs" + where + " GROUP BY job ORDER BY job"
+            " SUM(cost) AS cost, COUNT(cost) AS priced, SUM(agent_started) AS agent_runs"
+            " FROM runs" + where + " GROUP BY job ORDER BY job"
         )
         return [dict(row) for row in self._db.execute(sql, params)]
 

@@ -8,6 +8,7 @@ import logging
 import threading
 
 from tasty_oneshot.errors import one_line
+from tasty_oneshot.secrets import redact
 
 log = logging.getLogger("tasty_oneshot")
 
@@ -26,8 +27,17 @@ def send(urls: tuple[str, ...], title: str, body: str, timeout: float = DELIVERY
 
             apobj = apprise.Apprise()
             for url in urls:
-                apobj.add(url)
-            result["ok"] = apobj.notify(title=title, body=body[:BODY_LIMIT] or "(empty)")
+                service = apprise.Apprise.instantiate(url)
+                if service is None:
+                    continue
+                # Apprise's worker threads are joined when the process exits: cap each
+                # socket wait, or a hung service would hold the exit past our timeout.
+                service.socket_connect_timeout = min(service.socket_connect_timeout, timeout / 2)
+                service.socket_read_timeout = min(service.socket_read_timeout, timeout / 2)
+                apobj.add(service)
+            # An alert goes to a third party: no secret the model or an error let slip.
+            text = (redact(body) or "")[:BODY_LIMIT] or "(empty)"
+            result["ok"] = apobj.notify(title=redact(title), body=text)
         except Exception as exc:  # a broken service must not break the run
             result["error"] = one_line(exc)
 

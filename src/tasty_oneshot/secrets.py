@@ -30,15 +30,22 @@ def register_environment() -> None:
 
 
 def register_urls(urls: tuple[str, ...]) -> None:
-    """Apprise URLs carry their credentials in the user, password, host, path and query:
-    hide the whole URL and each of those parts."""
+    """Apprise URLs carry credentials in the user and password, or as tokens in the host,
+    path and query (`tgram://BOT_TOKEN/CHAT`, `ntfy://ntfy.sh/secret-topic`): hide the whole
+    URL, the user and password, and every token-like part; keep host names like gmail.com
+    and short words like `alerts` readable."""
     for url in urls:
         register(url)
         parts = urlsplit(url)
-        pieces = [parts.netloc, parts.username or "", parts.password or "", parts.hostname or ""]
-        pieces += parts.path.split("/")
-        pieces += [kv.split("=", 1)[-1] for kv in parts.query.split("&")]
-        register(*pieces, *(unquote(p) for p in pieces))
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        pieces = [parts.username or "", parts.password or ""]
+        _values.update(unquote(p) for p in pieces if len(p) >= 3)
+        _values.update(p for p in pieces if len(p) >= 3)
+        host = netloc.split(":", 1)[0]
+        tokens = [] if "." in host or host == "localhost" else [netloc, host]
+        tokens += parts.path.split("/")
+        tokens += [kv.split("=", 1)[-1] for kv in parts.query.split("&")]
+        register(*(t for t in tokens if len(t) >= 8), *(unquote(t) for t in tokens if len(t) >= 8))
 
 
 def redact(text: str | None) -> str | None:
