@@ -1,0 +1,43 @@
+"""What counts as a secret, and what stays readable, in the redaction every channel uses."""
+
+import pytest
+
+from tasty_oneshot import secrets
+
+
+@pytest.fixture(autouse=True)
+def fresh_registry(monkeypatch):
+    monkeypatch.setattr(secrets, "_values", set())
+
+
+def test_secret_looking_environment_variables_are_hidden_and_others_are_not(monkeypatch):
+    monkeypatch.setenv("TASTYTRADE_CLIENT_SECRET", "tt-client-secret-value")
+    monkeypatch.setenv("MY_PROVIDER_API_KEY", "sk-provider-key-value")
+    monkeypatch.setenv("TASTYTRADE_ACCOUNT_ID", "5WX12345")
+    secrets.register_environment()
+    text = "tt-client-secret-value sk-provider-key-value 5WX12345"
+    assert secrets.redact(text) == "*** *** 5WX12345"
+
+
+@pytest.mark.parametrize(
+    ("url", "hidden", "kept"),
+    [
+        ("mailto://me:app-password@gmail.com", ["app-password"], ["gmail.com"]),
+        ("json://user:S3cret@127.0.0.1:8080/alerts", ["S3cret"], ["127.0.0.1", "alerts"]),
+        ("tgram://123456789:AAbbCCddEEff/12345", ["123456789:AAbbCCddEEff"], []),
+        ("ntfy://ntfy.sh/my-secret-topic", ["my-secret-topic"], ["ntfy.sh"]),
+        ("slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ", ["TIiajkdnlazkcOXrIdevi7FQ"], []),
+    ],
+)
+def test_apprise_url_credentials_are_hidden_but_host_names_stay_readable(url, hidden, kept):
+    secrets.register_urls((url,))
+    for value in hidden:
+        assert secrets.redact(f"x {value} y") == "x *** y"
+    for value in kept:
+        assert secrets.redact(f"x {value} y") == f"x {value} y"
+    assert secrets.redact(f"sent to {url}") == "sent to ***"
+
+
+def test_a_secret_containing_another_is_hidden_whole():
+    secrets.register("abcdef", "abcdef-longer-secret")
+    assert secrets.redact("[abcdef-longer-secret]") == "[***]"
