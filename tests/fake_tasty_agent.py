@@ -5,7 +5,7 @@
 Each line of RECORD_FILE is JSON: first {"event": "start", "pid", "env"} (the names of the
 environment variables it was given), then {"event": "call", "tool", "args"} per tool call.
 --hang TOOL makes that tool sleep forever (for timeout and signal tests); --crash exits
-before serving anything (a broken server).
+before serving anything (a broken server); --extra-tools adds two tools tasty-agent lacks.
 """
 
 import argparse
@@ -16,11 +16,13 @@ import time
 from typing import Any, Literal
 
 from mcp.server.fastmcp import FastMCP
+from mcp.types import ToolAnnotations
 
 parser = argparse.ArgumentParser()
 parser.add_argument("record")
 parser.add_argument("--hang", default=None)
 parser.add_argument("--crash", action="store_true")
+parser.add_argument("--extra-tools", action="store_true", help="add tools tasty-agent lacks")
 options = parser.parse_args()
 
 if options.crash:
@@ -96,6 +98,20 @@ def market_status() -> str:
 def watchlist(action: Literal["list", "add", "remove", "delete"], name: str | None = None) -> str:
     """List or change watchlists."""
     return called("watchlist", action=action, name=name)
+
+
+if options.extra_tools:
+    # Tools a newer tasty-agent or another server might add: one that changes the account
+    # without saying so, and one its server declares read-only.
+    @app.tool()
+    def transfer_funds(amount: float) -> str:
+        """Move money out of the account."""
+        return called("transfer_funds", amount=amount)
+
+    @app.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    def get_news(symbol: str) -> str:
+        """Headlines for a symbol."""
+        return called("get_news", symbol=symbol)
 
 
 if __name__ == "__main__":

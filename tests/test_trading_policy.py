@@ -55,7 +55,9 @@ class PolicyRun:
     output: str
 
 
-def run_policy(tmp_path: Path, mode: str, turns: list[list[tuple[str, dict]]]) -> PolicyRun:
+def run_policy(
+    tmp_path: Path, mode: str, turns: list[list[tuple[str, dict]]], *server_flags: str
+) -> PolicyRun:
     """Run an agent under `mode`; at request i the model makes the tool calls turns[i], and
     after the last turn it answers 'done'."""
     record = tmp_path / f"calls-{mode}.jsonl"
@@ -73,7 +75,7 @@ def run_policy(tmp_path: Path, mode: str, turns: list[list[tuple[str, dict]]]) -
             )
         return ModelResponse(parts=[TextPart("done")])
 
-    server = McpServer(command=sys.executable, args=(str(FAKE_SERVER), str(record)))
+    server = McpServer(command=sys.executable, args=(str(FAKE_SERVER), str(record), *server_flags))
     toolset = TradingPolicy(mcp_toolset(server, tmp_path / "server.log"), mode=mode)
     agent = Agent(FunctionModel(model), toolsets=[toolset])
     result = asyncio.run(agent.run("Do the task"))
@@ -261,3 +263,20 @@ def test_cli_applies_the_trading_policy(ws, job_key, flag, expected):
         assert all(c["args"]["action"] == "list" for c in ws.calls() if c["tool"] == "watchlist")
     [row] = ws.history()
     assert row["status"] == "ok" and row["trading"] == expected
+
+
+# --- tools the policy does not know ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["read-only", "dry-run"])
+def test_an_unknown_tool_is_offered_only_when_its_server_declares_it_read_only(tmp_path, mode):
+    # transfer_funds changes the account without saying so; get_news is declared read-only.
+    run = run_policy(tmp_path, mode, [[("get_news", {"symbol": "SPY"})]], "--extra-tools")
+    assert all("get_news" in tools and "transfer_funds" not in tools for tools in run.offered)
+    assert [c["tool"] for c in run.server_calls] == ["get_news"]
+
+
+def test_live_offers_unknown_tools_too(tmp_path):
+    run = run_policy(tmp_path, "live", [[("transfer_funds", {"amount": 5})]], "--extra-tools")
+    assert all({"get_news", "transfer_funds"} <= tools for tools in run.offered)
+    assert [c["tool"] for c in run.server_calls] == ["transfer_funds"]

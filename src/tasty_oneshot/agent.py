@@ -58,26 +58,37 @@ def check_ready(job: Job) -> None:
         )
     provider = job.model.split(":", 1)[0] if ":" in job.model else None
     keys = PROVIDER_KEYS.get(provider or "", ())
-    if keys and not any(os.environ.get(k) for k in keys):
+    # A local OpenAI-compatible server (OPENAI_BASE_URL) may need no key at all.
+    local = provider in ("openai", "openai-chat", "openai-responses") and os.environ.get(
+        "OPENAI_BASE_URL"
+    )
+    if keys and not local and not any(os.environ.get(k) for k in keys):
         raise UsageError(f"model {job.model}: {' or '.join(keys)} is not set")
-    if job.mcp is None:
+    if job.mcp is not None and job.mcp.url:
+        return
+    command = server_command(job.mcp.command if job.mcp else "tasty-agent")
+    if Path(command).name == "tasty-agent":
         missing = [k for k in TASTYTRADE_ENV[:2] if not os.environ.get(k)]
         if missing:
             raise UsageError(
                 f"{' and '.join(missing)} not set: the tasty-agent MCP server "
                 "needs TastyTrade credentials (see --env-file)"
             )
-        default_server_command()
 
 
-def default_server_command() -> str:
-    """The tasty-agent installed alongside this tasty-oneshot."""
-    beside = Path(sys.executable).parent / "tasty-agent"
+def server_command(command: str) -> str:
+    """A stdio server's command: a bare name is looked for beside this tasty-oneshot first
+    (where `tasty-agent` is installed with it), then on PATH."""
+    if os.sep in command:
+        return command
+    beside = Path(sys.executable).parent / command
     if beside.is_file():
         return str(beside)
-    found = shutil.which("tasty-agent")
+    found = shutil.which(command)
     if not found:
-        raise UsageError("the tasty-agent MCP server is not installed beside tasty-oneshot")
+        raise UsageError(
+            f"MCP server command {command!r}: not found beside tasty-oneshot or on PATH"
+        )
     return found
 
 
@@ -96,9 +107,9 @@ def mcp_toolset(server: McpServer | None, log_file: Path):
     if server is not None and server.url:
         return MCPToolset(server.url)
     if server is None:
-        command, args = default_server_command(), ["stdio"]
+        command, args = server_command("tasty-agent"), ["stdio"]
     else:
-        command, args = server.command, list(server.args)
+        command, args = server_command(server.command), list(server.args)
     # keep_alive=False: the server process ends with the run, whatever ends the run.
     transport = StdioTransport(command, args, env=server_env(), keep_alive=False, log_file=log_file)
     return MCPToolset(transport)
