@@ -7,6 +7,7 @@ names and renamed only when all of them could be written, so nothing is left hal
 import getpass
 import logging
 import os
+import shutil
 import stat
 import sys
 from datetime import datetime
@@ -95,14 +96,19 @@ def select_jobs(request: GenerateRequest) -> list[Job]:
         )
         if job.schedule.is_empty:
             where = f"{jobs_file.path}: job '{job.name}'" if name else job.name
+            if request.all_jobs:  # a job kept for runs by hand: nothing to schedule
+                log.warning("%s: no schedule, no timer generated", where)
+                continue
             raise UsageError(f"{where}: no schedule to generate a timer for")
         jobs.append(job)
+    if not jobs:
+        raise UsageError("--all: no job of the jobs file has a schedule")
     return jobs
 
 
 def run_words(job: Job, request: GenerateRequest, env_file: str | None) -> list[str]:
     """The `run ... --scheduled` command a timer or crontab line invokes, by absolute path."""
-    words = [tasty_oneshot_path(), "run"]
+    words = [*tasty_oneshot_command(), "run"]
     if job.source is None:  # ad hoc: the instructions, their name and their schedule travel
         words += [job.instructions, "--name", job.name, *job.schedule.flags()]
         if job.ignore_market_hours:
@@ -173,6 +179,8 @@ def warn_about(job: Job, target: str, now: datetime) -> None:
                 crontab.check_expressible(schedule)
             except crontab.CannotExpress as exc:
                 raise UsageError(f"{_where(job)}: cannot be a crontab line: {exc}") from None
+        if schedule.at is not None:
+            message += f", and its start time {schedule.flags()[1]} is not kept"
         log.warning(
             "%s; the timer runs every %ss from when it starts (monotonic), with no slot check",
             message,
@@ -254,13 +262,16 @@ def host_zone() -> str:
     return "UTC"
 
 
-def tasty_oneshot_path() -> str:
-    """The absolute path of this installation's `tasty-oneshot`."""
+def tasty_oneshot_command() -> list[str]:
+    """This installation's `tasty-oneshot`, by absolute path: the script beside this Python,
+    else the one on PATH, else this Python running the package."""
     beside = Path(sys.executable).parent / "tasty-oneshot"
     if beside.is_file():
-        return str(beside.absolute())
-    argv0 = Path(sys.argv[0])
-    return str(argv0.absolute()) if argv0.name == "tasty-oneshot" else "tasty-oneshot"
+        return [str(beside.absolute())]
+    found = shutil.which("tasty-oneshot")
+    if found:
+        return [str(Path(found).absolute())]
+    return [str(Path(sys.executable).absolute()), "-m", "tasty_oneshot"]
 
 
 def _env_file(path: str | None) -> str | None:

@@ -6,6 +6,7 @@ machines this runs on. Every error names the file, the job and the key, on one l
 """
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tasty_oneshot.errors import UsageError
+from tasty_oneshot.paths import write_private
 from tasty_oneshot.schedule import DAY, MARKET_OPEN, Schedule, parse_cron, parse_time
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -84,8 +86,8 @@ def _positive_int(value: Any) -> int:
 
 
 def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError("expected a positive number")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError("expected a positive, finite number")
     return float(value)
 
 
@@ -290,13 +292,8 @@ class _JobsFileCache:
         try:
             if json.loads(json.dumps(data)) != data:
                 return
-            self.file.parent.mkdir(mode=0o700, exist_ok=True)
-            tmp = self.file.with_suffix(f".{os.getpid()}.tmp")
-            # 0600: the file holds what the jobs file holds, Apprise credentials included.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(json.dumps({"version": self.version, "data": data}))
-            tmp.replace(self.file)
+            # Private: it holds what the jobs file holds, Apprise credentials included.
+            write_private(self.file, json.dumps({"version": self.version, "data": data}))
         except (OSError, TypeError, ValueError):
             pass  # a cache that cannot be written only costs the next run some time
 

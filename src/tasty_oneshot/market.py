@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from tasty_oneshot.errors import one_line
+from tasty_oneshot.paths import write_private
 from tasty_oneshot.schedule import NYC
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,6 @@ def _read_cache(cache_dir: Path, day: date, source: str) -> MarketDay | None:
 def _write_cache(cache_dir: Path, session: MarketDay) -> None:
     path = _cache_path(cache_dir, session.day, session.source)
     try:
-        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(session.to_json()))
-        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
+        write_private(path, json.dumps(session.to_json()))
     except OSError as exc:
         log.warning("could not cache the market session in %s: %s", cache_dir, exc.strerror)

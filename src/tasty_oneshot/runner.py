@@ -90,6 +90,8 @@ def run(request: RunRequest) -> int:
             trading=job.trading,
             pid=os.getpid(),
         )
+        # The outcome is recorded: a SIGTERM from here on just ends the process.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         alerted = notify_outcome(job.notify, job.notify_on, job.name, status, reason)
         if alerted:
             ledger.note_notify(run_id, alerted)

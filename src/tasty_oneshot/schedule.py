@@ -55,6 +55,10 @@ def parse_cron(expression: str) -> str:
     normalized = " ".join(fields)
     if not croniter.is_valid(normalized):
         raise ValueError(f"{expression!r} is not a valid cron expression")
+    try:  # valid but impossible, like Feb 31: croniter gives up looking
+        croniter(normalized, datetime(2026, 1, 1)).get_next(datetime)
+    except Exception:
+        raise ValueError(f"{expression!r} never fires") from None
     return normalized
 
 

@@ -43,10 +43,6 @@ UMask=0077
 """
 
 
-class CannotExpress(ValueError):
-    """The schedule has no systemd calendar form."""
-
-
 def on_calendar(schedule: Schedule, now: datetime) -> list[str]:
     """The OnCalendar= values for a wall-clock schedule, each pinned to New York time."""
     if schedule.cron is not None:
