@@ -526,3 +526,49 @@ def usage_error_allowing_rows(ws, result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, (result.returncode, result.stderr)
     [line] = result.stderr.splitlines()
     return line
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('    cron: "0 0 31 2 *"\n', "never fires"),  # valid fields, impossible date
+        ("    timeout: .inf\n", "finite"),
+        ("    max_cost: .nan\n", "finite"),
+    ],
+)
+def test_values_that_pass_a_naive_check_but_cannot_work_are_usage_errors(ws, body, named):
+    jobs_file(ws, "jobs:\n  check:\n    instructions: Check\n" + body)
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert "job 'check'" in line and named in line
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_non_finite_timeout_flag_is_a_usage_error(ws, value):
+    jobs_file(ws, GOOD_JOB)
+    assert "--timeout" in usage_error(ws, ws.cli("run", "--job", "check", "--timeout", value))
+
+
+def test_the_contracts_own_mcp_block_is_the_default_server_and_needs_credentials(ws):
+    # `command: tasty-agent` is found beside tasty-oneshot (not on cron's bare PATH) and, being
+    # tasty-agent, needs the TastyTrade credentials: exit 2 before anything starts.
+    ws.write(
+        "tasty-oneshot.yaml",
+        "model: test\nmcp:\n  command: tasty-agent\n  args: [stdio]\n"
+        "jobs:\n  check:\n    instructions: Check\n",
+    )
+    ws.env["PATH"] = "/usr/bin:/bin"
+    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    assert "TASTYTRADE_CLIENT_SECRET" in line
+
+
+def test_a_local_openai_compatible_server_needs_no_key(ws):
+    # With OPENAI_BASE_URL set, a missing OPENAI_API_KEY is not a configuration error: the run
+    # gets as far as its (stale) slot check and is recorded.
+    jobs_file(ws, GOOD_JOB, model="openai-chat:local")
+    ws.env["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
+    assert ws.cli("run", "--job", "check", "--scheduled", at=STALE).returncode == 0
+    assert latest(ws)["status"] == "skipped"
+    del ws.env["OPENAI_BASE_URL"]
+    assert "OPENAI_API_KEY" in usage_error_allowing_rows(
+        ws, ws.cli("run", "--job", "check", "--scheduled", at=STALE)
+    )
