@@ -57,100 +57,6 @@ class Outcome(NamedTuple):
     cost: float | None = None
 
 
-def run(request: RunRequest) -> int:
-    started_at, started = now_nyc(), time.monotonic()
-    job = load_job(request, cache=True)
-    secrets.register_environment()
-    secrets.register_urls(job.notify)
-    if not request.scheduled and any(k in request.options for k in SCHEDULE_KEYS):
-        raise UsageError(
-            "schedule flags need a timer: run the job now without them, or schedule it with: "
-            + generate_units_command(request)
-        )
-    if request.scheduled and job.schedule.is_empty:
-        raise UsageError(f"--scheduled: job {job.name} has no schedule for a timer to keep")
-    check_ready(job)
-    state = paths.state_dir()
-    ledger = Ledger(state)
-    log.info("job %s: %s", job.name, job.schedule.describe())
-
-    def record(status: str, reason: str, exit_code: int, slot=None) -> int:
-        """Record an invocation that did not start the agent, and alert if asked to."""
-        log.log(logging.WARNING if exit_code else logging.INFO, "%s: %s", status, reason)
-        run_id = ledger.record(
-            job.name,
-            status,
-            reason,
-            started_at=started_at,
-            finished_at=now_nyc(),
-            exit_code=exit_code,
-            slot=slot,
-            model=job.model,
-            scheduled=request.scheduled,
-            trading=job.trading,
-            pid=os.getpid(),
-        )
-        # The outcome is recorded: a SIGTERM from here on just ends the process.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        alerted = notify_outcome(job.notify, job.notify_on, job.name, status, reason)
-        if alerted:
-            ledger.note_notify(run_id, alerted)
-        return exit_code
-
-    # Until the agent phase installs its own handlers, SIGTERM stops the run right here.
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    try:
-        return _guarded(job, request, ledger, state, started, started_at, record)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        sigint = isinstance(exc, KeyboardInterrupt)
-        name, code = ("SIGINT", EXIT_SIGINT) if sigint else ("SIGTERM", EXIT_SIGTERM)
-        return record("interrupted", f"stopped by {name} before the agent started", code)
-    finally:
-        ledger.close()
-
-
-class Interrupted(Exception):
-    """SIGTERM arrived before the agent phase took over signal handling."""
-
-
-def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted
-
-
-def _guarded(job, request, ledger, state, started, started_at, record) -> int:
-    """Slot check, lock, market check, then the agent: each step may end the run."""
-    slot = None
-    if request.scheduled:
-        check = check_slot(job.schedule, started_at, job.max_delay)
-        if check.skip_reason:
-            return record("skipped", check.skip_reason, EXIT_OK)
-        slot = check.slot
-
-    lock = JobLock(state, job.name)
-    try:
-        lock.acquire()
-    except JobLocked:
-        return record("locked", f"another run of {job.name} holds {lock.path}", EXIT_LOCKED, slot)
-    try:
-        if slot is not None and ledger.slot_used(job.name, slot):
-            return record("skipped", f"slot {slot.isoformat()} already done", EXIT_OK, slot)
-        if not job.ignore_market_hours:
-            # Most skips are decided here, from today's cached session, with nothing heavy
-            # imported (not even asyncio).
-            verdict = cached_verdict(slot or now_nyc(), state / "market", Credentials.from_env())
-            if verdict is not None and not verdict.open:
-                log.info(verdict.describe())
-                return record("skipped", verdict.describe(), EXIT_OK, slot)
-        import asyncio  # here, not at the top: a skip must stay light
-
-        deadline = started + job.timeout
-        return asyncio.run(
-            _market_then_agent(job, request, ledger, state, slot, deadline, started_at, record)
-        )
-    finally:
-        lock.release()
-
-
 def load_job(request: RunRequest, *, cache: bool = False) -> Job:
     """The job to run: env files loaded, the jobs file read, the command line applied.
 
@@ -171,26 +77,161 @@ def load_job(request: RunRequest, *, cache: bool = False) -> Job:
     )
 
 
-class Progress:
-    """What a run has done so far, for the ledger when it is stopped midway."""
+def run(request: RunRequest) -> int:
+    """One invocation: check the job, then slot, lock, market, agent; record; exit code."""
+    started_at, started = now_nyc(), time.monotonic()
+    job = load_job(request, cache=True)
+    secrets.register_environment()
+    secrets.register_urls(job.notify)
+    if not request.scheduled and any(k in request.options for k in SCHEDULE_KEYS):
+        raise UsageError(
+            "schedule flags need a timer: run the job now without them, or schedule it with: "
+            + generate_units_command(request)
+        )
+    if request.scheduled and job.schedule.is_empty:
+        raise UsageError(f"--scheduled: job {job.name} has no schedule for a timer to keep")
+    check_ready(job)
+    deadline = started + job.timeout
+    invocation = Invocation(job, request, paths.state_dir(), started_at, deadline)
+    log.info("job %s: %s", job.name, job.schedule.describe())
+    # Until the agent phase installs its own handlers, SIGTERM stops the run right here.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        return _slot_lock_market_agent(invocation)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        sigint = isinstance(exc, KeyboardInterrupt)
+        name, code = ("SIGINT", EXIT_SIGINT) if sigint else ("SIGTERM", EXIT_SIGTERM)
+        reason = f"stopped by {name} before the agent started"
+        return invocation.record(Outcome("interrupted", reason, code))
+    finally:
+        invocation.ledger.close()
 
-    def __init__(self) -> None:
-        self.run_id: int | None = None
-        self.usage = Usage()
-        self.cost: float | None = None
+
+def _slot_lock_market_agent(run: "Invocation") -> int:
+    """Each step may end the run: the slot guard, the lock, the market, then the agent."""
+    job = run.job
+    if run.request.scheduled:
+        check = check_slot(job.schedule, run.started_at, job.max_delay)
+        if check.skip_reason:
+            return run.record(Outcome("skipped", check.skip_reason, EXIT_OK))
+        run.slot = check.slot
+
+    lock = JobLock(run.state, job.name)
+    try:
+        lock.acquire()
+    except JobLocked:
+        reason = f"another run of {job.name} holds {lock.path}"
+        return run.record(Outcome("locked", reason, EXIT_LOCKED))
+    try:
+        if run.slot is not None and run.ledger.slot_used(job.name, run.slot):
+            reason = f"slot {run.slot.isoformat()} already done"
+            return run.record(Outcome("skipped", reason, EXIT_OK))
+        if not job.ignore_market_hours:
+            # Most skips are decided here, from today's cached session, with nothing heavy
+            # imported (not even asyncio).
+            verdict = cached_verdict(run.market_time, run.state / "market", Credentials.from_env())
+            if verdict is not None and not verdict.open:
+                return run.record(Outcome("skipped", verdict.describe(), EXIT_OK))
+        import asyncio  # here, not at the top: a skip must stay light
+
+        return run.record(asyncio.run(_stoppable(run)))
+    finally:
+        lock.release()
+
+
+class Invocation:
+    """One `run` of a job: where its state lives, and what it has done so far (so a run
+    stopped midway can still be recorded whole)."""
+
+    def __init__(self, job: Job, request: RunRequest, state: Path, started_at, deadline: float):
+        self.job, self.request, self.state = job, request, state
+        self.ledger = Ledger(state)
+        self.started_at, self.deadline = started_at, deadline
+        self.slot = None  # the fire time this run keeps, once the slot guard found it
+        self.run_id: int | None = None  # the ledger row, once the agent starts
+        self.usage, self.cost = Usage(), None
         self.notes: list[str] = []  # what became of the agent's own notify calls
 
+    @property
+    def market_time(self):
+        """The market is judged at the slot's fire time, or now without a slot."""
+        return self.slot or now_nyc()
 
-async def _market_then_agent(
-    job, request, ledger, state, slot, deadline, started_at, record
-) -> int:
-    """The part of a run that may be stopped: by its timeout, SIGTERM or SIGINT."""
+    def start_agent(self) -> None:
+        """Record that the agent is starting: from now on the slot is used up."""
+        self.run_id = self.ledger.start(
+            self.job.name,
+            started_at=self.started_at,
+            slot=self.slot,
+            model=self.job.model,
+            trading=self.job.trading,
+            scheduled=self.request.scheduled,
+            pid=os.getpid(),
+        )
+
+    def record(self, outcome: Outcome) -> int:
+        """Record the outcome, print the agent's output, alert if asked to; the exit code."""
+        level = logging.INFO if outcome.exit_code in (EXIT_OK, EXIT_LOCKED) else logging.ERROR
+        log.log(
+            logging.WARNING if outcome.status == "locked" else level,
+            "%s: %s",
+            outcome.status,
+            outcome.reason,
+        )
+        job = self.job
+        if self.run_id is None:
+            self.run_id = self.ledger.record(
+                job.name,
+                outcome.status,
+                outcome.reason,
+                started_at=self.started_at,
+                finished_at=now_nyc(),
+                exit_code=outcome.exit_code,
+                slot=self.slot,
+                model=job.model,
+                scheduled=self.request.scheduled,
+                trading=job.trading,
+                pid=os.getpid(),
+            )
+        else:
+            self.ledger.finish(
+                self.run_id,
+                outcome.status,
+                outcome.reason,
+                finished_at=now_nyc(),
+                exit_code=outcome.exit_code,
+                output=outcome.output,
+                usage=outcome.usage,
+                cost=outcome.cost,
+            )
+        # The outcome is recorded: a SIGTERM from here on just ends the process.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if outcome.output is not None:
+            sys.stdout.write(secrets.redact(outcome.output).rstrip("\n") + "\n")
+            sys.stdout.flush()
+        text = outcome.output if outcome.status == "ok" else outcome.reason
+        alerted = notify_outcome(job.notify, job.notify_on, job.name, outcome.status, text or "")
+        notes = [*self.notes, *([alerted] if alerted else [])]
+        if notes:
+            self.ledger.note_notify(self.run_id, "; ".join(notes))
+        return outcome.exit_code
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived before the agent phase took over signal handling."""
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted
+
+
+async def _stoppable(run: Invocation) -> Outcome:
+    """The market check and the agent, stopped by the timeout, SIGTERM or SIGINT."""
     import asyncio
 
     loop = asyncio.get_running_loop()
-    progress = Progress()
     stopped_by: list[str] = []
-    work = asyncio.ensure_future(_work(job, ledger, state, slot, started_at, request, progress))
+    work = asyncio.ensure_future(_market_then_agent(run))
 
     def stop(why: str) -> None:
         if not stopped_by:
@@ -199,52 +240,28 @@ async def _market_then_agent(
 
     loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
     loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
-    loop.call_later(max(0.0, deadline - time.monotonic()), stop, "timeout")
+    loop.call_later(max(0.0, run.deadline - time.monotonic()), stop, "timeout")
     try:
-        outcome = await work
+        return await work
     except asyncio.CancelledError:
         outcome = {
-            "timeout": Outcome("timeout", f"passed its timeout of {job.timeout:g}s", EXIT_TIMEOUT),
+            "timeout": Outcome(
+                "timeout", f"passed its timeout of {run.job.timeout:g}s", EXIT_TIMEOUT
+            ),
             "SIGTERM": Outcome("interrupted", "stopped by SIGTERM", EXIT_SIGTERM),
             "SIGINT": Outcome("interrupted", "stopped by SIGINT", EXIT_SIGINT),
         }[stopped_by[0] if stopped_by else "SIGTERM"]
-        outcome = outcome._replace(usage=progress.usage, cost=progress.cost)
-    if progress.run_id is None:
-        return record(outcome.status, outcome.reason, outcome.exit_code, slot)
-    log.log(
-        logging.INFO if outcome.exit_code == EXIT_OK else logging.ERROR,
-        "%s: %s",
-        outcome.status,
-        outcome.reason,
-    )
-    ledger.finish(
-        progress.run_id,
-        outcome.status,
-        outcome.reason,
-        finished_at=now_nyc(),
-        exit_code=outcome.exit_code,
-        output=outcome.output,
-        usage=outcome.usage,
-        cost=outcome.cost,
-    )
-    if outcome.output is not None:
-        sys.stdout.write(secrets.redact(outcome.output).rstrip("\n") + "\n")
-        sys.stdout.flush()
-    text = outcome.output if outcome.status == "ok" else outcome.reason
-    alerted = notify_outcome(job.notify, job.notify_on, job.name, outcome.status, text or "")
-    notes = [*progress.notes, *([alerted] if alerted else [])]
-    if notes:
-        ledger.note_notify(progress.run_id, "; ".join(notes))
-    return outcome.exit_code
+        return outcome._replace(usage=run.usage, cost=run.cost)
 
 
-async def _work(job, ledger, state, slot, started_at, request, progress) -> Outcome:
+async def _market_then_agent(run: Invocation) -> Outcome:
+    job = run.job
     if not job.ignore_market_hours:
         from tasty_oneshot.market import MarketCheckError, check_market
 
         try:
             verdict = await check_market(
-                slot or now_nyc(), state / "market", Credentials.from_env()
+                run.market_time, run.state / "market", Credentials.from_env()
             )
         except MarketCheckError as exc:
             return Outcome("failed", f"market check failed: {exc}", EXIT_FAILED)
@@ -254,19 +271,11 @@ async def _work(job, ledger, state, slot, started_at, request, progress) -> Outc
 
     from tasty_oneshot.agent import AgentFailed, run_agent
 
-    previous = ledger.last_success(job.name) if job.remember == "last" else None
-    progress.run_id = ledger.start(
-        job.name,
-        started_at=started_at,
-        slot=slot,
-        model=job.model,
-        trading=job.trading,
-        scheduled=request.scheduled,
-        pid=os.getpid(),
-    )
+    previous = run.ledger.last_success(job.name) if job.remember == "last" else None
+    run.start_agent()
     log.info("running the agent (model %s, trading %s)", job.model, job.trading)
     try:
-        result = await run_agent(job, now_nyc(), state / "logs", progress, previous)
+        result = await run_agent(job, now_nyc(), run.state / "logs", run, previous)
     except AgentFailed as exc:
         return Outcome("failed", exc.reason, EXIT_FAILED, usage=exc.usage, cost=exc.cost)
     except Exception as exc:  # anything unforeseen is a failed run, never a crash
