@@ -8,6 +8,7 @@ answer, or "call the notify tool when a word shows up"). Alerts go through Appri
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -618,3 +619,27 @@ def test_history_since_limits_the_listing_and_the_table_ends_with_totals(ws, stu
 
     bad = ws.cli("history", "--since", "last tuesday")
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+# --- signals after the outcome -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_final_alert_cannot_unmake_a_finished_run(ws, stub, receiver, signum):
+    # The agent finished and its output was recorded; the alert hangs. A signal now must not
+    # turn the run into an interrupted one: the exit code agrees with the ledger row.
+    rx = receiver(hang=True)
+    jobs_file(ws, alert_job(rx.url(), "notify_on: [output]"))
+    stub.mode("answer", "FINISHED-1234")
+    proc = ws.popen(*RUN)
+    deadline = time.monotonic() + 60
+    while not rx.posts:  # the alert is being delivered: the outcome is recorded
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out.strip() == "FINISHED-1234"
+    [row] = ws.history()
+    assert (row["status"], row["exit_code"], row["output"]) == ("ok", 0, "FINISHED-1234")
+    assert (row["notify"] or "").startswith("ok: "), row["notify"]  # the alert was noted

@@ -41,3 +41,22 @@ def test_apprise_url_credentials_are_hidden_but_host_names_stay_readable(url, hi
 def test_a_secret_containing_another_is_hidden_whole():
     secrets.register("abcdef", "abcdef-longer-secret")
     assert secrets.redact("[abcdef-longer-secret]") == "[***]"
+
+
+def test_a_traceback_in_a_log_line_is_hidden_too():
+    import io
+    import logging
+
+    secrets.register("sk-in-a-traceback-123")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(secrets.RedactingFilter())
+    logger = logging.getLogger("test-secrets-traceback")
+    logger.addHandler(handler)
+    try:
+        raise RuntimeError("bad key sk-in-a-traceback-123")
+    except RuntimeError:
+        logger.exception("library said")
+    logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "RuntimeError: bad key ***" in text and "sk-in-a-traceback-123" not in text

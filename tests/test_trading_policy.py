@@ -280,3 +280,19 @@ def test_live_offers_unknown_tools_too(tmp_path):
     run = run_policy(tmp_path, "live", [[("transfer_funds", {"amount": 5})]], "--extra-tools")
     assert all({"get_news", "transfer_funds"} <= tools for tools in run.offered)
     assert [c["tool"] for c in run.server_calls] == ["transfer_funds"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "name"),
+    [("read-only", "place_order"), ("read-only", "cancel_order"), ("dry-run", "replace_order")],
+)
+def test_an_order_tool_a_server_calls_read_only_is_still_not_offered(mode, name):
+    from types import SimpleNamespace
+
+    from tasty_oneshot.trading import offered
+
+    mislabelled = SimpleNamespace(
+        tool_def=SimpleNamespace(metadata={"annotations": {"readOnlyHint": True}})
+    )
+    assert not offered(mode, name, mislabelled)
+    assert offered(mode, "get_news", mislabelled)  # an unknown read-only tool still is

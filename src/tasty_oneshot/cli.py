@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tasty_oneshot import __version__
-from tasty_oneshot.errors import EXIT_SIGINT, EXIT_USAGE, UsageError
+from tasty_oneshot.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, UsageError
 from tasty_oneshot.jobs import JOB_KEYS, check_keys, check_notify_urls
 from tasty_oneshot.schedule import NYC
 from tasty_oneshot.secrets import RedactingFilter
@@ -220,4 +220,10 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:  # before a run started: nothing to stop or record
         return EXIT_SIGINT
+    except Exception as exc:
+        from tasty_oneshot.runner import Interrupted
+
+        if isinstance(exc, Interrupted):  # SIGTERM while the ledger was being opened
+            return EXIT_SIGTERM
+        raise
     raise AssertionError(args.command)

@@ -83,6 +83,8 @@ def run(request: RunRequest) -> int:
     job = load_job(request, cache=True)
     secrets.register_environment()
     secrets.register_urls(job.notify)
+    if job.mcp is not None and job.mcp.url:  # a remote server's URL may carry a token
+        secrets.register_urls((job.mcp.url,))
     if not request.scheduled and any(k in request.options for k in SCHEDULE_KEYS):
         raise UsageError(
             "schedule flags need a timer: run the job now without them, or schedule it with: "
@@ -91,11 +93,11 @@ def run(request: RunRequest) -> int:
     if request.scheduled and job.schedule.is_empty:
         raise UsageError(f"--scheduled: job {job.name} has no schedule for a timer to keep")
     check_ready(job)
+    # Until the agent phase installs its own handlers, SIGTERM stops the run right here.
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     deadline = started + job.timeout
     invocation = Invocation(job, request, paths.state_dir(), started_at, deadline)
     log.info("job %s: %s", job.name, job.schedule.describe())
-    # Until the agent phase installs its own handlers, SIGTERM stops the run right here.
-    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         return _slot_lock_market_agent(invocation)
     except (KeyboardInterrupt, Interrupted) as exc:
@@ -151,6 +153,7 @@ class Invocation:
         self.run_id: int | None = None  # the ledger row, once the agent starts
         self.usage, self.cost = Usage(), None
         self.notes: list[str] = []  # what became of the agent's own notify calls
+        self.exit_code: int | None = None  # set once the outcome is recorded
 
     @property
     def market_time(self):
@@ -170,7 +173,15 @@ class Invocation:
         )
 
     def record(self, outcome: Outcome) -> int:
-        """Record the outcome, print the agent's output, alert if asked to; the exit code."""
+        """Record the outcome, print the agent's output, alert if asked to; the exit code.
+
+        Once: a signal that arrives after this began cannot turn a finished run into an
+        interrupted one; signals are ignored from here to the exit.
+        """
+        if self.exit_code is not None:
+            return self.exit_code
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
         level = logging.INFO if outcome.exit_code in (EXIT_OK, EXIT_LOCKED) else logging.ERROR
         log.log(
             logging.WARNING if outcome.status == "locked" else level,
@@ -204,16 +215,18 @@ class Invocation:
                 usage=outcome.usage,
                 cost=outcome.cost,
             )
-        # The outcome is recorded: a SIGTERM from here on just ends the process.
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if self.notes:  # the agent's own notify calls, recorded with the outcome
+            self.ledger.note_notify(self.run_id, "; ".join(self.notes))
+        self.exit_code = outcome.exit_code
+        # Signals stay ignored: the outcome is decided and recorded, and the alert below
+        # gives up within seconds, so the exit code always agrees with the ledger.
         if outcome.output is not None:
             sys.stdout.write(secrets.redact(outcome.output).rstrip("\n") + "\n")
             sys.stdout.flush()
         text = outcome.output if outcome.status == "ok" else outcome.reason
         alerted = notify_outcome(job.notify, job.notify_on, job.name, outcome.status, text or "")
-        notes = [*self.notes, *([alerted] if alerted else [])]
-        if notes:
-            self.ledger.note_notify(self.run_id, "; ".join(notes))
+        if alerted:
+            self.ledger.note_notify(self.run_id, "; ".join([*self.notes, alerted]))
         return outcome.exit_code
 
 
@@ -244,13 +257,15 @@ async def _stoppable(run: Invocation) -> Outcome:
     try:
         return await work
     except asyncio.CancelledError:
+        if not stopped_by:  # cancelled from inside a library, not by us
+            return Outcome("failed", "error: the run was cancelled", EXIT_FAILED)
         outcome = {
             "timeout": Outcome(
                 "timeout", f"passed its timeout of {run.job.timeout:g}s", EXIT_TIMEOUT
             ),
             "SIGTERM": Outcome("interrupted", "stopped by SIGTERM", EXIT_SIGTERM),
             "SIGINT": Outcome("interrupted", "stopped by SIGINT", EXIT_SIGINT),
-        }[stopped_by[0] if stopped_by else "SIGTERM"]
+        }[stopped_by[0]]
         return outcome._replace(usage=run.usage, cost=run.cost)
 
 
@@ -271,6 +286,8 @@ async def _market_then_agent(run: Invocation) -> Outcome:
 
     from tasty_oneshot.agent import AgentFailed, run_agent
 
+    if time.monotonic() >= run.deadline:  # a blocking step (an import) used up the time
+        return Outcome("timeout", f"passed its timeout of {job.timeout:g}s", EXIT_TIMEOUT)
     previous = run.ledger.last_success(job.name) if job.remember == "last" else None
     run.start_agent()
     log.info("running the agent (model %s, trading %s)", job.model, job.trading)

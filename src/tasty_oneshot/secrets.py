@@ -67,4 +67,10 @@ class RedactingFilter(logging.Filter):
         hidden = redact(message)
         if hidden != message:
             record.msg, record.args = hidden, ()
+        # A traceback is added by the formatter after filters run: format it here, hidden.
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True

@@ -34,12 +34,17 @@ READ_TOOLS = frozenset(
     }
 )
 ALLOWED = {"read-only": READ_TOOLS, "dry-run": READ_TOOLS | {"place_order"}}
+# Never offered under these policies, whatever a server says about them.
+ORDER_TOOLS = frozenset({"place_order", "replace_order", "cancel_order"})
+DENIED = {"read-only": ORDER_TOOLS, "dry-run": ORDER_TOOLS - {"place_order"}}
 
 
 def offered(mode: str, name: str, tool: ToolsetTool[Any]) -> bool:
     """Whether the policy lets the model see (and so call) this tool."""
     if mode == "live" or name in ALLOWED[mode]:
         return True
+    if name in DENIED[mode]:
+        return False
     annotations = (tool.tool_def.metadata or {}).get("annotations") or {}
     return annotations.get("readOnlyHint") is True
 
