@@ -93,6 +93,7 @@ def run(request: RunRequest) -> int:
     if request.scheduled and job.schedule.is_empty:
         raise UsageError(f"--scheduled: job {job.name} has no schedule for a timer to keep")
     check_ready(job)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     # Until the agent phase installs its own handlers, SIGTERM stops the run right here.
     signal.signal(signal.SIGTERM, _raise_interrupted)
     deadline = started + job.timeout
@@ -107,6 +108,8 @@ def run(request: RunRequest) -> int:
         return invocation.record(Outcome("interrupted", reason, code))
     finally:
         invocation.ledger.close()
+        for sig, handler in handlers.items():  # as they were, for a caller in this process
+            signal.signal(sig, handler)
 
 
 def _slot_lock_market_agent(run: "Invocation") -> int:
