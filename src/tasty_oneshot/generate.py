@@ -41,34 +41,48 @@ class GenerateRequest(NamedTuple):
 
 
 def generate_units(request: GenerateRequest) -> int:
+    """Errors first (nothing written, one line), then warnings, then the files."""
     now = now_nyc()
     jobs = select_jobs(request)
     env_file = _env_file(request.env_file)
     for job in jobs:
-        warn_about(job, request.target, now)
+        refuse_unhonourable(job, request.target, now)
+    files = render(jobs, request, env_file, now)
+    output_dir = Path(request.output_dir) if request.output_dir else None
+    if output_dir is not None:
+        prepare_output_dir(output_dir, files)
+    for job in jobs:
+        warn_about(job, now)
+    _warn_if_others_can_read(env_file)
+    if output_dir is None:
+        sys.stdout.write(
+            "".join(files.values())
+            if request.target == "crontab"
+            else "\n".join(f"# {name}\n{text}" for name, text in files.items())
+        )
+        return EXIT_OK
+    write_files(output_dir, files)
+    for name in files:
+        log.info("wrote %s", output_dir / name)
+    return EXIT_OK
+
+
+def render(
+    jobs: list[Job], request: GenerateRequest, env_file: str | None, now: datetime
+) -> dict[str, str]:
+    """Every file's text, by name: a timer and a service per job, or one crontab."""
     if request.target == "crontab":
         zone = cron_zone(request.cron_tz)
-        text = crontab_text(jobs, request, zone, env_file, now)
-        if request.output_dir:
-            write_files(Path(request.output_dir), {"tasty-oneshot.crontab": text})
-        else:
-            sys.stdout.write(text)
-        return EXIT_OK
+        return {"tasty-oneshot.crontab": crontab_text(jobs, request, zone, env_file, now)}
     files = {}
+    user = (os.environ.get("SUDO_USER") or getpass.getuser()) if request.system else None
     for job in jobs:
         timer, service = systemd.unit_names(job)
         files[timer] = systemd.timer_unit(job, now)
-        user = (os.environ.get("SUDO_USER") or getpass.getuser()) if request.system else None
         files[service] = systemd.service_unit(
             job, exec_start(job, request, env_file), env_file, user
         )
-    if request.output_dir:
-        write_files(Path(request.output_dir), files)
-        for name in files:
-            log.info("wrote %s", Path(request.output_dir) / name)
-    else:
-        sys.stdout.write("\n".join(f"# {name}\n{text}" for name, text in files.items()))
-    return EXIT_OK
+    return files
 
 
 def select_jobs(request: GenerateRequest) -> list[Job]:
@@ -166,19 +180,29 @@ def crontab_text(jobs, request, zone: ZoneInfo, env_file: str | None, now: datet
     return "\n".join(out) + "\n"
 
 
-def warn_about(job: Job, target: str, now: datetime) -> None:
-    """Warn (or refuse) before writing: schedules that never run, DST hours, short periods."""
+def refuse_unhonourable(job: Job, target: str, now: datetime) -> None:
+    """Refuse, with the reason, a schedule the target cannot keep."""
+    schedule = job.schedule
+    if schedule.is_monotonic and target == "crontab":
+        try:
+            crontab.check_expressible(schedule)
+        except crontab.CannotExpress as exc:
+            raise UsageError(f"{_where(job)}: cannot be a crontab line: {exc}") from None
+    if target == "systemd" and schedule.cron is not None:
+        try:
+            systemd.on_calendar(schedule, now)
+        except ValueError as exc:
+            raise UsageError(f"{_where(job)}: cannot be a systemd calendar: {exc}") from None
+
+
+def warn_about(job: Job, now: datetime) -> None:
+    """Warn before writing: schedules that never run, DST hours, short or monotonic periods."""
     schedule = job.schedule
     if schedule.is_monotonic:
         message = (
             f"{_where(job)}: period {schedule.period}s does not divide 24 hours, so it "
             "cannot be pinned to the New York wall clock"
         )
-        if target == "crontab":
-            try:
-                crontab.check_expressible(schedule)
-            except crontab.CannotExpress as exc:
-                raise UsageError(f"{_where(job)}: cannot be a crontab line: {exc}") from None
         if schedule.at is not None:
             message += f", and its start time {schedule.flags()[1]} is not kept"
         log.warning(
@@ -187,11 +211,6 @@ def warn_about(job: Job, target: str, now: datetime) -> None:
             schedule.period,
         )
         return
-    if target == "systemd" and schedule.cron is not None:
-        try:
-            systemd.on_calendar(schedule, now)
-        except ValueError as exc:
-            raise UsageError(f"{_where(job)}: cannot be a systemd calendar: {exc}") from None
     if schedule.period is not None and schedule.period < 60:
         log.warning(
             "%s: a period of %ss is under a minute: a run rarely finishes that fast, "
@@ -208,12 +227,14 @@ def warn_about(job: Job, target: str, now: datetime) -> None:
             _where(job),
             schedule.describe(),
         )
-    # With the market check on, a fire time at night is a skip anyway: no need to warn.
-    if job.ignore_market_hours and any(3600 <= t < 3 * 3600 for t in seconds):
+    if any(3600 <= t < 3 * 3600 for t in seconds):
+        # With the market check on those fire times are skips anyway: say so, briefly.
+        anyway = "" if job.ignore_market_hours else " (with the market check on, skips anyway)"
         log.warning(
-            "%s: fire times between 1am and 3am NYC are skipped on the spring-forward "
-            "day and fire once (the first) on the fall-back day",
+            "%s: fire times between 1am and 3am NYC are skipped on the spring-forward day and "
+            "fire once (the first) on the fall-back day%s",
             _where(job),
+            anyway,
         )
 
 
@@ -275,19 +296,25 @@ def tasty_oneshot_command() -> list[str]:
 
 
 def _env_file(path: str | None) -> str | None:
-    """The env file's absolute path; warns when others can read it (it holds secrets)."""
+    """The env file's absolute path."""
     if path is None:
         return None
     file = Path(path).expanduser().absolute()
     if not file.is_file():
         raise UsageError(f"--env-file {file}: not found")
-    if file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("%s can be read by other users; it holds secrets: chmod 600 %s", file, file)
     return str(file)
 
 
-def write_files(directory: Path, files: dict[str, str]) -> None:
-    """Write every file or none: temporary names first, then renames."""
+def _warn_if_others_can_read(env_file: str | None) -> None:
+    """The env file holds secrets: say so when other users can read it."""
+    if env_file and Path(env_file).stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning(
+            "%s can be read by other users; it holds secrets: chmod 600 %s", env_file, env_file
+        )
+
+
+def prepare_output_dir(directory: Path, files: dict[str, str]) -> None:
+    """Make sure every file can be written there, before anything is."""
     for name in files:  # a rename onto a directory would fail halfway through
         if (directory / name).is_dir():
             raise UsageError(f"--output-dir {directory}: {name} is a directory, not a file")
@@ -295,6 +322,13 @@ def write_files(directory: Path, files: dict[str, str]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--output-dir {directory}: cannot create it: {exc.strerror}") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"--output-dir {directory}: not writable")
+
+
+def write_files(directory: Path, files: dict[str, str]) -> None:
+    """Write every file or none: temporary names first, then renames."""
+    prepare_output_dir(directory, files)
     written = []
     try:
         for name, text in files.items():
