@@ -97,18 +97,28 @@ class Workspace:
         return json.loads(result.stdout)
 
 
-@pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
+def clean_env(root: Path) -> dict[str, str]:
+    """Nothing of the developer's environment (no real credentials or config), the host in
+    UTC (its zone must not matter; faked times are read as UTC), state and home under root."""
     env = {k: os.environ[k] for k in BASE_ENV_KEEP if k in os.environ}
-    home = tmp_path / "home"
-    home.mkdir()
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
     env.update(
         HOME=str(home),
-        TZ="UTC",  # the host's zone must not matter; faked times are read as UTC
-        TASTY_ONESHOT_STATE_DIR=str(tmp_path / "state"),
+        TZ="UTC",
+        TASTY_ONESHOT_STATE_DIR=str(root / "state"),
         XDG_CONFIG_HOME=str(home / ".config"),
         PYTHONDONTWRITEBYTECODE="1",
     )
-    work = tmp_path / "work"
+    return env
+
+
+def make_workspace(root: Path) -> Workspace:
+    work = root / "work"
     work.mkdir()
-    return Workspace(root=work, env=env)
+    return Workspace(root=work, env=clean_env(root))
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return make_workspace(tmp_path)

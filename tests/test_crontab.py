@@ -50,7 +50,7 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import BASE_ENV_KEEP, FAKETIME
+from conftest import FAKETIME, clean_env
 from croniter import croniter
 
 from tasty_oneshot.schedule import Schedule, check_slot, parse_time
@@ -367,21 +367,6 @@ def show(instants) -> str:
 
 
 # --- generating the lines with the real CLI --------------------------------------------------
-
-
-def clean_env(root: Path) -> dict[str, str]:
-    """Like the `ws` fixture's environment: nothing of the developer's, the host in UTC."""
-    env = {k: os.environ[k] for k in BASE_ENV_KEEP if k in os.environ}
-    home = root / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env.update(
-        HOME=str(home),
-        TZ="UTC",
-        TASTY_ONESHOT_STATE_DIR=str(root / "state"),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    return env
 
 
 def generate_command(*args: str, at: str = GENERATED_AT) -> list[str]:

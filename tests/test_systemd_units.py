@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BASE_ENV_KEEP, Workspace
+from conftest import Workspace, make_workspace
 
 from tasty_oneshot.cli import build_parser
 from tasty_oneshot.errors import UsageError
@@ -188,23 +188,6 @@ INSTRUCTIONS = "Check my positions"
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-def make_workspace(root: Path) -> Workspace:
-    """The same clean environment as conftest's `ws`, for module-scoped fixtures."""
-    env = {k: os.environ[k] for k in BASE_ENV_KEEP if k in os.environ}
-    home = root / "home"
-    home.mkdir()
-    env.update(
-        HOME=str(home),
-        TZ="UTC",
-        TASTY_ONESHOT_STATE_DIR=str(root / "state"),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    work = root / "work"
-    work.mkdir()
-    return Workspace(root=work, env=env)
 
 
 def generate(ws: Workspace, out: Path, *args: str, at: str | None = None) -> dict[str, str]:

@@ -88,7 +88,7 @@ def run(request: RunRequest) -> int:
     if not request.scheduled and any(k in request.options for k in SCHEDULE_KEYS):
         raise UsageError(
             "schedule flags need a timer: run the job now without them, or schedule it with: "
-            + generate_units_command(request)
+            + generate_units_command(request, job)
         )
     if request.scheduled and job.schedule.is_empty:
         raise UsageError(f"--scheduled: job {job.name} has no schedule for a timer to keep")
@@ -310,25 +310,16 @@ async def _market_then_agent(run: Invocation) -> Outcome:
     )
 
 
-def generate_units_command(request: RunRequest) -> str:
+def generate_units_command(request: RunRequest, job: Job) -> str:
     """The generate-units command that would schedule what this run was given."""
     words = ["tasty-oneshot", "generate-units"]
     if request.job:
         words += ["--job", request.job]
     else:
-        words.append(request.instructions or "")
-        if request.name:
-            words += ["--name", request.name]
+        words += [job.instructions, "--name", job.name]
     if request.config:
         words += ["--config", request.config]
-    for key in SCHEDULE_KEYS:
-        value = request.options.get(key)
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            words.append(flag)
-        elif value not in (None, False):
-            words += [flag, str(value)]
+    words += job.schedule.flags()
     if request.options.get("ignore_market_hours"):
         words.append("--ignore-market-hours")
-    words += ["--target", "systemd"]
-    return shlex.join(words)
+    return shlex.join([*words, "--target", "systemd"])

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from tasty_oneshot.jobs import Job
 from tasty_oneshot.schedule import DAY, NYC, Schedule, cron_fields, localize
+from tasty_oneshot.units import hours_by_pattern
 
 # Periods cron can say: whole minutes that divide a day.
 CRON_PERIODS = [p for p in range(60, DAY + 1, 60) if DAY % p == 0]
@@ -143,13 +144,7 @@ def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[st
 def _minute_hour_fields(times: set[tuple[int, int]]) -> list[tuple[str, str]]:
     """(hour, minute) pairs as (minute field, hour field) pairs: hours sharing the same
     minutes share a line, so no line fires at a time not in the set."""
-    per_hour: dict[int, list[int]] = {}
-    for hour, minute in sorted(times):
-        per_hour.setdefault(hour, []).append(minute)
-    by_minutes: dict[tuple[int, ...], list[int]] = {}
-    for hour, minutes in per_hour.items():
-        by_minutes.setdefault(tuple(minutes), []).append(hour)
-    return [(_field(list(m), 60), _field(h, 24)) for m, h in by_minutes.items()]
+    return [(_field(minutes, 60), _field(hours, 24)) for minutes, hours in hours_by_pattern(times)]
 
 
 def _repeated_hour_fields(times) -> list[tuple[str, str]]:

@@ -4,6 +4,7 @@ from datetime import datetime
 
 from tasty_oneshot.jobs import Job
 from tasty_oneshot.schedule import Schedule, cron_fields
+from tasty_oneshot.units import hours_by_pattern
 
 ZONE = "America/New_York"
 WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
@@ -55,18 +56,12 @@ def on_calendar(schedule: Schedule, now: datetime) -> list[str]:
 
 def _offset_calendars(offsets: list[int]) -> list[str]:
     """Daily offsets (seconds after midnight) as few calendar lines as it takes: hours that
-    share the same minutes and seconds go on one line."""
-    per_hour: dict[int, set[tuple[int, int]]] = {}
-    for offset in offsets:
-        hour, rest = divmod(offset, 3600)
-        per_hour.setdefault(hour, set()).add(divmod(rest, 60))
-    by_pattern: dict[frozenset, list[int]] = {}
-    for hour, pattern in sorted(per_hour.items()):
-        by_pattern.setdefault(frozenset(pattern), []).append(hour)
+    share the same minutes and seconds go on one line, a line per second."""
+    times = [(offset // 3600, divmod(offset % 3600, 60)) for offset in offsets]
     lines = []
-    for pattern, hours in by_pattern.items():
+    for pattern, hours in hours_by_pattern(times):
         by_second: dict[int, list[int]] = {}
-        for minute, second in sorted(pattern):
+        for minute, second in pattern:
             by_second.setdefault(second, []).append(minute)
         for second, minutes in sorted(by_second.items()):
             hh, mm = _values(hours, 24), _values(minutes, 60)
