@@ -60,13 +60,19 @@ def main() -> None:
         base = [CLI, "generate-units", "--all", "--config", str(config)]
         cases = {
             "python -I -c pass": [sys.executable, "-I", "-c", "pass"],
-            f"systemd, {args.jobs} jobs": [*base, "--target", "systemd", "--output-dir",
-                                           str(root / "units")],
-            f"crontab, {args.jobs} jobs (UTC)": [*base, "--target", "crontab",
-                                                 "--cron-tz", "UTC"],
+            f"systemd, {args.jobs} jobs": [
+                *base,
+                "--target",
+                "systemd",
+                "--output-dir",
+                str(root / "units"),
+            ],
+            f"crontab, {args.jobs} jobs (UTC)": [*base, "--target", "crontab", "--cron-tz", "UTC"],
         }
-        print(f"{args.runs} runs each; load average {os.getloadavg()[0]:.2f} on "
-              f"{os.cpu_count()} CPUs\n")
+        print(
+            f"{args.runs} runs each; load average {os.getloadavg()[0]:.2f} on "
+            f"{os.cpu_count()} CPUs\n"
+        )
         print(f"{'case':<34} {'median s':>9} {'max s':>7}  target")
         for name, cmd in cases.items():
             times = timed(cmd, env, args.runs)
