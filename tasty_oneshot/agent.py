@@ -10,12 +10,17 @@ import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TextIO
 
 from tasty_oneshot.errors import UsageError, one_line
 from tasty_oneshot.jobs import Job, Limits, McpServer
 from tasty_oneshot.ledger import Usage
 from tasty_oneshot.schedule import NYC
+
+if TYPE_CHECKING:  # heavy: imported where a run starts the agent, not by this module
+    from pydantic_ai import AgentRun, FunctionToolset, UsageLimits
+    from pydantic_ai.mcp import MCPToolset
+    from pydantic_ai.toolsets import AbstractToolset
 
 # The variables the TastyTrade MCP server needs; it is given these and nothing else
 # (beyond the few, like HOME and PATH, that the MCP client always passes on).
@@ -42,6 +47,14 @@ class AgentResult(NamedTuple):
     cost: float | None
 
 
+class Progress(Protocol):
+    """What a run keeps up to date while the agent works, for a run stopped midway."""
+
+    usage: Usage
+    cost: float | None
+    notes: list[str]  # what became of the agent's own notify calls
+
+
 class AgentFailed(Exception):
     """The run failed; carries the usage so far for the ledger."""
 
@@ -66,7 +79,7 @@ def check_ready(job: Job) -> None:
         raise UsageError(f"model {job.model}: {' or '.join(keys)} is not set")
     if job.mcp is not None and job.mcp.url:
         return
-    command = server_command(job.mcp.command if job.mcp else "tasty-agent")
+    command = server_command("tasty-agent") if job.mcp is None else _stdio_command(job.mcp)
     if Path(command).name == "tasty-agent":
         missing = [k for k in TASTYTRADE_ENV[:2] if not os.environ.get(k)]
         if missing:
@@ -92,11 +105,18 @@ def server_command(command: str) -> str:
     return found
 
 
+def _stdio_command(server: McpServer) -> str:
+    """The command of a jobs file's stdio server, found (see server_command)."""
+    if server.command is None:
+        raise UsageError("MCP server: neither a command nor a url")
+    return server_command(server.command)
+
+
 def server_env() -> dict[str, str]:
     return {k: os.environ[k] for k in TASTYTRADE_ENV if os.environ.get(k)}
 
 
-def mcp_toolset(server: McpServer | None, log_file: Path):
+def mcp_toolset(server: McpServer | None, log_file: Path) -> "MCPToolset[None]":
     """The MCP toolset: tasty-agent over stdio by default, else the jobs file's server.
 
     A stdio server's own stderr goes to `log_file`, keeping our stderr to our log format.
@@ -109,7 +129,7 @@ def mcp_toolset(server: McpServer | None, log_file: Path):
     if server is None:
         command, args = server_command("tasty-agent"), ["stdio"]
     else:
-        command, args = server_command(server.command), list(server.args)
+        command, args = _stdio_command(server), list(server.args)
     # keep_alive=False: the server process ends with the run, whatever ends the run.
     transport = StdioTransport(command, args, env=server_env(), keep_alive=False, log_file=log_file)
     return MCPToolset(transport)
@@ -128,7 +148,7 @@ def instructions_for(job: Job, now: datetime) -> str:
     )
 
 
-def usage_limits(limits: Limits):
+def usage_limits(limits: Limits) -> "UsageLimits":
     from decimal import Decimal
 
     from pydantic_ai.usage import UsageLimits
@@ -158,7 +178,7 @@ def prompt_for(job: Job, previous: tuple[str, str] | None) -> str:
     )
 
 
-def notify_toolset(job: Job, progress):
+def notify_toolset(job: Job, progress: Progress | None) -> "FunctionToolset[None]":
     """The `notify(message)` tool: sends to the job's Apprise URLs, never fails the run."""
     import asyncio
 
@@ -178,7 +198,11 @@ def notify_toolset(job: Job, progress):
 
 
 async def run_agent(
-    job: Job, now: datetime, log_dir: Path, progress=None, previous=None
+    job: Job,
+    now: datetime,
+    log_dir: Path,
+    progress: Progress | None = None,
+    previous: tuple[str, str] | None = None,
 ) -> AgentResult:
     """Run the job's instructions once; AgentFailed on a model, MCP server or limit error.
 
@@ -195,17 +219,21 @@ async def run_agent(
     warnings.showwarning = _log_warning
     log_dir.mkdir(mode=0o700, exist_ok=True)
     server_log = log_dir / f"{job.name}.mcp.log"
-    toolsets = [TradingPolicy(mcp_toolset(job.mcp, server_log), mode=job.trading)]
+    toolsets: list[AbstractToolset[None]] = [
+        TradingPolicy(mcp_toolset(job.mcp, server_log), mode=job.trading)
+    ]
     if job.notify:
         toolsets.append(notify_toolset(job, progress))
     agent = Agent(job.model, toolsets=toolsets, instructions=instructions_for(job, now))
     limits = usage_limits(job.limits)
-    run = None
+    run: AgentRun[None, str] | None = None
     try:
         async with agent.iter(prompt_for(job, previous), usage_limits=limits) as run:
             async for _node in run:
                 if progress is not None:
                     progress.usage, progress.cost = _usage(run)
+            if run.result is None:
+                raise RuntimeError("the agent run ended without a result")
             output = run.result.output
     except UsageLimitExceeded as exc:
         raise AgentFailed(f"limit: {exc}", *_usage(run)) from exc
@@ -215,15 +243,23 @@ async def run_agent(
     return AgentResult(str(output), *_usage(run))
 
 
-def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     logging.getLogger("tasty_oneshot").warning(
         "%s: %s", category.__name__, " ".join(str(message).split())
     )
 
 
-def _usage(run) -> tuple[Usage, float | None]:
+def _usage(run: "AgentRun[None, str] | None") -> tuple[Usage, float | None]:
     if run is None:
         return Usage(), None
     u = run.usage
-    cost = float(u.cost) if getattr(u, "cost", None) is not None else None
+    raw_cost = getattr(u, "cost", None)  # a Decimal, or None when the model cannot be priced
+    cost = float(raw_cost) if raw_cost is not None else None
     return Usage(u.requests, u.input_tokens, u.output_tokens, u.tool_calls), cost

@@ -7,10 +7,11 @@ alone costs most of that on the machines this runs on.
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tasty_oneshot import __version__
 from tasty_oneshot.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, UsageError
@@ -22,14 +23,14 @@ LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as the contract says
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, as the contract says
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _positive(convert: type, kind: str):
+def _positive[N: (int, float)](convert: Callable[[str], N], kind: str) -> Callable[[str], N]:
     """An argparse type: a positive int or float, with a one-line message otherwise."""
 
-    def parse(text: str):
+    def parse(text: str) -> N:
         try:
             value = convert(text)
         except ValueError:
@@ -142,7 +143,7 @@ def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
     # Log times are New York times, like every time in a schedule.
-    formatter.converter = lambda seconds: datetime.fromtimestamp(seconds, NYC).timetuple()
+    formatter.converter = _nyc_time
     handler.setFormatter(formatter)
     handler.addFilter(RedactingFilter())
     root = logging.getLogger()
@@ -151,6 +152,12 @@ def setup_logging() -> None:
     logging.getLogger("tasty_oneshot").setLevel(logging.INFO)
     # apprise logs each URL it rejects or fails to reach, credentials included.
     logging.getLogger("apprise").setLevel(logging.CRITICAL)
+
+
+def _nyc_time(seconds: float | None) -> time.struct_time:
+    """A log record's time as New York wall-clock time (None: now, as time.localtime has it)."""
+    moment = datetime.now(NYC) if seconds is None else datetime.fromtimestamp(seconds, NYC)
+    return moment.timetuple()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

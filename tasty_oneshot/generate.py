@@ -93,12 +93,13 @@ def select_jobs(request: GenerateRequest) -> list[Job]:
     load_env_file(Path(".env"), required=False)
     config = paths.config_path(request.config)
     jobs_file = load_jobs_file(config) if config else None
+    names: list[str | None]  # None: the ad hoc job of INSTRUCTIONS
     if request.all_jobs:
         if jobs_file is None:
             raise UsageError("--all: no jobs file found (use --config FILE)")
-        names = sorted(jobs_file.jobs)
+        names = [*sorted(jobs_file.jobs)]
     else:
-        names = request.jobs or [None]
+        names = [*request.jobs] or [None]
     jobs = []
     for name in names:
         job = resolve_job(
@@ -109,7 +110,7 @@ def select_jobs(request: GenerateRequest) -> list[Job]:
             options=request.options,
         )
         if job.schedule.is_empty:
-            where = f"{jobs_file.path}: job '{job.name}'" if name else job.name
+            where = f"{job.source}: job '{job.name}'" if job.source is not None else job.name
             if request.all_jobs:  # a job kept for runs by hand: nothing to schedule
                 log.warning("%s: no schedule, no timer generated", where)
                 continue
@@ -157,7 +158,9 @@ def _systemd_quote(word: str) -> str:
     return f'"{escaped}"'
 
 
-def crontab_text(jobs, request, zone: ZoneInfo, env_file: str | None, now: datetime) -> str:
+def crontab_text(
+    jobs: list[Job], request: GenerateRequest, zone: ZoneInfo, env_file: str | None, now: datetime
+) -> str:
     out = [
         f"# tasty-oneshot: crontab lines for a cron daemon running in {zone.key}.",
         "# Each New York fire time has a line for every offset between the zones; the slot",

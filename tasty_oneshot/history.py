@@ -2,6 +2,7 @@
 
 import sys
 from datetime import datetime
+from typing import Any
 
 from tasty_oneshot import paths
 from tasty_oneshot.errors import EXIT_OK, UsageError
@@ -62,7 +63,7 @@ def history(job: str | None, limit: int, since: str | None, as_json: bool) -> in
     return EXIT_OK
 
 
-def _cost(total: dict) -> str:
+def _cost(total: dict[str, Any]) -> str:
     """A job's total cost, saying so when some of its agent runs could not be priced."""
     if total["cost"] is None:
         return "unknown"

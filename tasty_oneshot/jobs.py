@@ -197,7 +197,9 @@ def label(where: str, key: str) -> str:
     return f"{where}key '{key}'" if where else "--" + key.replace("_", "-")
 
 
-def check_keys(values: Mapping[str, Any], allowed: Mapping[str, Callable], where: str) -> dict:
+def check_keys(
+    values: Mapping[str, Any], allowed: Mapping[str, Callable[[Any], Any]], where: str
+) -> dict[str, Any]:
     """Check each key against its checker; `where` prefixes the one-line error."""
     checked = {}
     for key, value in values.items():
@@ -371,7 +373,8 @@ def _first_duplicate(root: Any) -> tuple[tuple[str, ...], int] | None:
     """The keys leading to the first key given twice in one mapping, and its line; or None."""
     import yaml
 
-    stack, visited = [(root, ())], set()
+    stack: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
+    visited: set[int] = set()
     while stack:
         node, trail = stack.pop()
         if id(node) in visited:  # an alias of a node already walked (aliases may recurse)
@@ -413,9 +416,7 @@ def resolve_job(
 
     `options` holds the command line's job keys (already checked), only those given.
     """
-    if (job_name is None) == (instructions is None):
-        raise UsageError("give exactly one of INSTRUCTIONS or --job NAME")
-    if job_name is not None:
+    if job_name is not None and instructions is None:
         if name is not None:
             raise UsageError("--name names an ad hoc job (INSTRUCTIONS); a --job has its name")
         if jobs_file is None:
@@ -425,7 +426,8 @@ def resolve_job(
             raise UsageError(f"{jobs_file.path}: job '{job_name}': no such job (jobs: {known})")
         own = jobs_file.jobs[job_name]
         where = f"{jobs_file.path}: job '{job_name}': "
-    else:
+        source: Path | None = jobs_file.path
+    elif instructions is not None and job_name is None:
         if not instructions.strip():
             raise UsageError("INSTRUCTIONS is empty")
         own = {"instructions": instructions}
@@ -433,6 +435,9 @@ def resolve_job(
         if not NAME.match(job_name):
             raise UsageError(f"--name {job_name!r}: must match [a-z0-9][a-z0-9-]*")
         where = ""
+        source = None
+    else:
+        raise UsageError("give exactly one of INSTRUCTIONS or --job NAME")
     defaults = jobs_file.defaults if jobs_file else {}
     merged = {**defaults, **own}
     if any(k in options for k in SCHEDULE_KEYS):
@@ -463,7 +468,7 @@ def resolve_job(
         remember=merged.get("remember", "none"),
         notify=merged.get("notify", ()),
         notify_on=merged.get("notify_on", ("failure",)),
-        source=jobs_file.path if instructions is None else None,
+        source=source,
     )
 
 

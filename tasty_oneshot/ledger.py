@@ -217,6 +217,8 @@ class Ledger:
         marks = ", ".join("?" for _ in columns)
         sql = f"INSERT INTO runs ({names}) VALUES ({marks})"
         cur = self._db.execute(sql, list(columns.values()))
+        if cur.lastrowid is None:
+            raise sqlite3.DatabaseError("the ledger gave no id for the row just inserted")
         return cur.lastrowid
 
 

@@ -12,11 +12,14 @@ import logging
 import os
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tasty_oneshot.errors import one_line
 from tasty_oneshot.paths import write_private
 from tasty_oneshot.schedule import NYC
+
+if TYPE_CHECKING:  # imports pandas: only when the calendar is asked
+    from exchange_calendars import ExchangeCalendar
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +172,7 @@ def calendar_day(day: date) -> MarketDay:
 
 
 @functools.cache
-def _xnys():
+def _xnys() -> "ExchangeCalendar":
     import exchange_calendars
 
     return exchange_calendars.get_calendar("XNYS")

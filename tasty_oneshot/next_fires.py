@@ -3,6 +3,7 @@
 import json
 import sys
 from datetime import UTC
+from typing import Any
 
 from tasty_oneshot.errors import EXIT_OK, UsageError
 from tasty_oneshot.jobs import Job
@@ -10,7 +11,7 @@ from tasty_oneshot.market import calendar_day
 from tasty_oneshot.schedule import NYC, now_nyc
 
 
-def fire_time_rows(job: Job, count: int) -> list[dict]:
+def fire_time_rows(job: Job, count: int) -> list[dict[str, Any]]:
     """The next `count` fire times from now, each with whether the market is open then."""
     if job.schedule.is_empty:
         raise UsageError(f"job {job.name} has no schedule: give schedule flags or keys")

@@ -36,7 +36,7 @@ def send(urls: tuple[str, ...], title: str, body: str, timeout: float = DELIVERY
                 service.socket_read_timeout = min(service.socket_read_timeout, timeout / 2)
                 apobj.add(service)
             # An alert goes to a third party: no secret the model or an error let slip.
-            text = (redact(body) or "")[:BODY_LIMIT] or "(empty)"
+            text = redact(body)[:BODY_LIMIT] or "(empty)"
             result["ok"] = apobj.notify(title=redact(title), body=text)
         except Exception as exc:  # a broken service must not break the run
             result["error"] = one_line(exc)

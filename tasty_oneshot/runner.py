@@ -11,6 +11,7 @@ import shlex
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -148,18 +149,22 @@ class Invocation:
     """One `run` of a job: where its state lives, and what it has done so far (so a run
     stopped midway can still be recorded whole)."""
 
-    def __init__(self, job: Job, request: RunRequest, state: Path, started_at, deadline: float):
+    def __init__(
+        self, job: Job, request: RunRequest, state: Path, started_at: datetime, deadline: float
+    ) -> None:
         self.job, self.request, self.state = job, request, state
         self.ledger = Ledger(state)
         self.started_at, self.deadline = started_at, deadline
-        self.slot = None  # the fire time this run keeps, once the slot guard found it
+        # The fire time this run keeps, once the slot guard found it.
+        self.slot: datetime | None = None
         self.run_id: int | None = None  # the ledger row, once the agent starts
-        self.usage, self.cost = Usage(), None
+        self.usage = Usage()
+        self.cost: float | None = None
         self.notes: list[str] = []  # what became of the agent's own notify calls
         self.exit_code: int | None = None  # set once the outcome is recorded
 
     @property
-    def market_time(self):
+    def market_time(self) -> datetime:
         """The market is judged at the slot's fire time, or now without a slot."""
         return self.slot or now_nyc()
 
@@ -224,7 +229,8 @@ class Invocation:
         # Signals stay ignored: the outcome is decided and recorded, and the alert below
         # gives up within seconds, so the exit code always agrees with the ledger.
         if outcome.output is not None:
-            sys.stdout.write(secrets.redact(outcome.output).rstrip("\n") + "\n")
+            shown = secrets.redact(outcome.output)
+            sys.stdout.write(shown.rstrip("\n") + "\n")
             sys.stdout.flush()
         text = outcome.output if outcome.status == "ok" else outcome.reason
         alerted = notify_outcome(job.notify, job.notify_on, job.name, outcome.status, text or "")

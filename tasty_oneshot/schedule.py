@@ -8,7 +8,7 @@ one that occurs twice (fall back) fires once, at its first occurrence.
 """
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -69,17 +69,34 @@ def cron_fields(
     each a list of numbers; days or weekdays None when unrestricted (`*`)."""
     from croniter import croniter
 
-    fields = croniter(expression).expanded
-    ranges = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
-    out: list[list[int] | None] = []
-    for index, (field, (low, high)) in enumerate(zip(fields, ranges, strict=True)):
+    # Each field is ["*"] or its values: numbers, or strings like "l" for `L`. (The stubs say
+    # list[list[str]]; the wider read-only type lets the numbers be told apart.)
+    fields: Sequence[Sequence[int | str]] = croniter(expression).expanded
+    if len(fields) != 5:
+        raise ValueError(f"{expression!r} is not a five-field cron expression")
+
+    def numbers(index: int) -> list[int] | None:
+        """The field's numbers, in order; None when unrestricted (`*`)."""
+        field = fields[index]
         if field == ["*"]:
-            out.append(None if index in (2, 4) else list(range(low, high + 1)))
-            continue
-        if not all(isinstance(v, int) for v in field):
+            return None
+        values = [v for v in field if isinstance(v, int)]
+        if len(values) != len(field):
             raise ValueError(f"{expression!r}: {field} has no plain-number form")
-        out.append(sorted({v % 7 if index == 4 else v for v in field}))
-    return tuple(out)
+        return sorted({v % 7 if index == 4 else v for v in values})
+
+    def numbers_or_all(index: int, low: int, high: int) -> list[int]:
+        """The field's numbers, or every number from low to high when unrestricted."""
+        values = numbers(index)
+        return list(range(low, high + 1)) if values is None else values
+
+    return (
+        numbers_or_all(0, 0, 59),
+        numbers_or_all(1, 0, 23),
+        numbers(2),
+        numbers_or_all(3, 1, 12),
+        numbers(4),
+    )
 
 
 class Schedule(NamedTuple):
@@ -111,12 +128,10 @@ class Schedule(NamedTuple):
         return self.period is not None and not self.is_wall_clock
 
     def describe(self) -> str:
-        if self.is_empty:
-            return "no schedule"
         if self.cron is not None:
             return f"cron {self.cron!r} (NYC)"
-        if self.is_once:
-            return f"once at {format_time(self.at)} NYC"
+        if self.period is None:  # a schedule time alone, or nothing at all
+            return "no schedule" if self.at is None else f"once at {format_time(self.at)} NYC"
         every = {3600: "hourly", DAY: "daily"}.get(self.period, f"every {self.period}s")
         if self.is_monotonic:
             return f"{every} (monotonic, not pinned to the wall clock)"
@@ -170,10 +185,11 @@ class Schedule(NamedTuple):
         """
         if self.is_empty:
             return
-        if self.is_monotonic:
+        period = self.period
+        if period is not None and self.is_monotonic:
             k, after = 1, after.replace(microsecond=0)
             while True:
-                yield (after + timedelta(seconds=k * self.period)).astimezone(NYC)
+                yield (after + timedelta(seconds=k * period)).astimezone(NYC)
                 k += 1
         after_utc = after.astimezone(UTC)
         # Start a little before `after` on the wall clock: around a DST change the wall time

@@ -7,6 +7,7 @@ are loaded, a job's Apprise URLs once it is resolved); `redact` replaces each wi
 import logging
 import os
 import re
+from typing import overload
 from urllib.parse import unquote, urlsplit
 
 MASK = "***"
@@ -21,7 +22,9 @@ _values: set[str] = set()
 
 
 def register(*values: str) -> None:
-    _values.update(v for v in values if v and len(v) >= MIN_LENGTH)
+    global _values
+    # A new set, never changed in place: another thread may be redacting with the old one.
+    _values = _values | {v for v in values if v and len(v) >= MIN_LENGTH}
 
 
 def register_environment() -> None:
@@ -32,15 +35,15 @@ def register_environment() -> None:
 def register_urls(urls: tuple[str, ...]) -> None:
     """Apprise URLs carry credentials in the user and password, or as tokens in the host,
     path and query (`tgram://BOT_TOKEN/CHAT`, `ntfy://ntfy.sh/secret-topic`): hide the whole
-    URL, the user and password, and every token-like part; keep host names like gmail.com
-    and short words like `alerts` readable."""
+    URL, the password, and every token-like part; keep user names, host names like gmail.com
+    and short words like `alerts` readable. Each part is hidden both as written and
+    percent-decoded (`p%40ss` is `p@ss` to the service and in its error messages)."""
     for url in urls:
         register(url)
         parts = urlsplit(url)
         netloc = parts.netloc.rsplit("@", 1)[-1]
-        pieces = [parts.username or "", parts.password or ""]
-        _values.update(unquote(p) for p in pieces if len(p) >= 3)
-        _values.update(p for p in pieces if len(p) >= 3)
+        password = parts.password or ""
+        register(password, unquote(password))
         host = netloc.split(":", 1)[0]
         tokens = [] if "." in host or host == "localhost" else [netloc, host]
         tokens += parts.path.split("/")
@@ -48,12 +51,17 @@ def register_urls(urls: tuple[str, ...]) -> None:
         register(*(t for t in tokens if len(t) >= 8), *(unquote(t) for t in tokens if len(t) >= 8))
 
 
+@overload
+def redact(text: str) -> str: ...
+@overload
+def redact(text: None) -> None: ...
 def redact(text: str | None) -> str | None:
     """`text` with every registered secret replaced by ***; longest first, so a secret that
     contains another is hidden whole."""
-    if not text or not _values:
+    values = _values  # this call's snapshot (see register)
+    if not text or not values:
         return text
-    for value in sorted(_values, key=len, reverse=True):
+    for value in sorted(values, key=len, reverse=True):
         if value in text:
             text = text.replace(value, MASK)
     return text

@@ -1,16 +1,24 @@
 """A small stdio MCP server that mimics tasty-agent's tools and records every call.
 
-    python fake_tasty_agent.py RECORD_FILE [--hang TOOL] [--crash]
+    python fake_tasty_agent.py RECORD_FILE [--hang TOOL] [--wait-for FILE] [--crash]
+        [--print-env] [--bad-stdout binary|text] [--ignore-sigterm] [--extra-tools]
 
 Each line of RECORD_FILE is JSON: first {"event": "start", "pid", "env"} (the names of the
 environment variables it was given), then {"event": "call", "tool", "args"} per tool call.
---hang TOOL makes that tool sleep forever (for timeout and signal tests); --crash exits
-before serving anything (a broken server); --extra-tools adds two tools tasty-agent lacks.
+--hang TOOL makes that tool sleep forever (for timeout and signal tests); --wait-for FILE makes
+every tool call wait until FILE exists (a test does something mid-run, then lets it finish);
+--crash exits before serving anything (a broken server); --print-env writes its whole
+environment to stderr (a careless server: its log must not keep the secrets); --bad-stdout
+writes, at each tool call, bytes that are not JSON-RPC to stdout (a broken protocol): `binary`
+is not even UTF-8, `text` is a line of text;
+--ignore-sigterm makes it ignore SIGTERM (it must be killed); --extra-tools adds two tools
+tasty-agent lacks.
 """
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any, Literal
@@ -21,7 +29,11 @@ from mcp.types import ToolAnnotations
 parser = argparse.ArgumentParser()
 parser.add_argument("record")
 parser.add_argument("--hang", default=None)
+parser.add_argument("--wait-for", default=None)
 parser.add_argument("--crash", action="store_true")
+parser.add_argument("--print-env", action="store_true")
+parser.add_argument("--bad-stdout", choices=("binary", "text"))
+parser.add_argument("--ignore-sigterm", action="store_true")
 parser.add_argument("--extra-tools", action="store_true", help="add tools tasty-agent lacks")
 options = parser.parse_args()
 
@@ -34,12 +46,24 @@ def record(event: dict[str, Any]) -> None:
         f.write(json.dumps(event) + "\n")
 
 
+if options.ignore_sigterm:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if options.print_env:
+    for key, value in sorted(os.environ.items()):
+        print(f"{key}={value}", file=sys.stderr, flush=True)
 record({"event": "start", "pid": os.getpid(), "env": sorted(os.environ)})
 app = FastMCP("TastyTrade")
 
 
 def called(tool: str, **args: Any) -> str:
     record({"event": "call", "tool": tool, "args": args})
+    if options.bad_stdout:
+        garbage = {"binary": b"\x00\xff\xfe\x89PNG\r\n\x1a\n", "text": b"hello from the server\n"}
+        sys.stdout.buffer.write(garbage[options.bad_stdout])
+        sys.stdout.buffer.flush()
+    if options.wait_for:
+        while not os.path.exists(options.wait_for):
+            time.sleep(0.05)
     if options.hang == tool:
         while True:
             time.sleep(1)

@@ -26,12 +26,20 @@ def test_signal_during_the_slot_check_is_recorded_as_interrupted(
         return real_check_slot(*args)
 
     monkeypatch.setattr(runner, "check_slot", check_slot_then_signal)
-    previous = signal.getsignal(signal.SIGTERM)
+    # Whatever this worker inherited (a CI runner or nohup may ignore SIGINT), the run starts
+    # as a timer would start it: SIGINT raises KeyboardInterrupt, SIGTERM has its default.
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         request = runner.RunRequest(job="check", config="jobs.yaml", scheduled=True)
         assert runner.run(request) == code
+        # The run puts back the handlers it found.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     ledger = Ledger(tmp_path / "state")
     [row] = ledger.runs()
     ledger.close()

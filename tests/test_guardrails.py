@@ -191,7 +191,15 @@ def test_a_job_without_limits_still_stops_a_runaway_loop(ws, stub):
     [row] = ws.history()
     assert row["status"] == "failed", row
     assert any(name in row["reason"] for name in LIMIT_NAMES), row["reason"]
-    assert 1 <= len(stub.requests()) <= Limits().max_requests
+    # The documented default of 30 requests: the loop calls one tool a request (29 tool
+    # calls, 3600 tokens), so the request limit is the one that stops it.
+    assert "request_limit of 30" in row["reason"], row["reason"]
+    assert len(stub.requests()) == 30
+
+
+def test_the_documented_default_limits():
+    assert Limits() == (30, 60, 400_000, None)
+    assert Limits()._fields == ("max_requests", "max_tool_calls", "max_tokens", "max_cost")
 
 
 def test_max_cost_stops_a_model_whose_price_is_known_and_the_cost_is_recorded(ws, stub):
@@ -514,7 +522,9 @@ def test_secrets_appear_in_no_output_channel(ws, stub, receiver, tmp_path):
     assert "OPENAI_API_KEY" not in given and "ANTHROPIC_API_KEY" not in given
 
 
-@pytest.mark.parametrize("mode, warned", [(0o644, True), (0o600, False)])
+@pytest.mark.parametrize(
+    "mode, warned", [(0o644, True), (0o640, True), (0o604, True), (0o600, False), (0o400, False)]
+)
 def test_generate_units_warns_about_an_env_file_others_can_read(ws, mode, warned):
     ws.write(
         "tasty-oneshot.yaml",

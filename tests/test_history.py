@@ -41,3 +41,23 @@ def test_totals_say_when_only_some_agent_runs_could_be_priced(tmp_path, monkeypa
     assert rows["priced"] == ["2", "150", "$0.7500"]
     assert rows["mixed"] == ["3", "30", "$0.1250 (1 of 2 runs priced)"]
     assert rows["unpriced"] == ["1", "7", "unknown"]
+
+
+def test_a_skip_or_lock_refusal_reason_is_redacted_in_the_ledger(tmp_path, monkeypatch):
+    from tasty_oneshot import secrets
+
+    monkeypatch.setattr(secrets, "_values", set())
+    secrets.register("tt-refresh-token-789")
+    ledger = Ledger(tmp_path)
+    for status in ("skipped", "locked"):
+        ledger.record(
+            "job",
+            status,
+            "held by tt-refresh-token-789",
+            started_at=AT,
+            finished_at=AT,
+            exit_code=0,
+        )
+    reasons = [row["reason"] for row in ledger.runs()]
+    ledger.close()
+    assert reasons == ["held by ***", "held by ***"]

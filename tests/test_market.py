@@ -388,6 +388,21 @@ def test_calendar_session_is_cached_for_the_day(tmp_path, monkeypatch):
         check(nyc(NORMAL_DAY, "10:00"), tmp_path, credentials=None)
 
 
+def test_with_credentials_a_cached_calendar_day_never_decides_without_the_broker(tmp_path):
+    # The calendar's cache says open; with credentials only the broker's cache may decide the
+    # cheap, synchronous verdict: none is cached, so the broker must be asked.
+    at = nyc(NORMAL_DAY, "10:00")
+    assert check(at, tmp_path, credentials=None).source == CALENDAR
+    assert market.cached_verdict(at, tmp_path, None).source == CALENDAR
+    assert market.cached_verdict(at, tmp_path, CREDS) is None
+    # Once the broker's day is cached, it decides, even against the calendar's.
+    broker = Broker(no_session_today(NORMAL_DAY, date(2026, 11, 25), date(2026, 11, 23), False))
+    check(at, tmp_path, broker=broker)
+    verdict = market.cached_verdict(at, tmp_path, CREDS)
+    assert (verdict.open, verdict.source) == (False, BROKER)
+    assert market.cached_verdict(at, tmp_path, None).open is True
+
+
 def test_a_cached_broker_session_is_not_used_without_credentials(tmp_path):
     # The broker says "closed all day"; without credentials the calendar ("open") decides.
     broker = Broker(no_session_today(NORMAL_DAY, date(2026, 11, 25), date(2026, 11, 23), False))

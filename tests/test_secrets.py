@@ -60,3 +60,38 @@ def test_a_traceback_in_a_log_line_is_hidden_too():
     logger.removeHandler(handler)
     text = stream.getvalue()
     assert "RuntimeError: bad key ***" in text and "sk-in-a-traceback-123" not in text
+
+
+def test_a_percent_encoded_password_is_hidden_as_written_and_as_meant():
+    secrets.register_urls(("mailto://me:p%40ssw0rd%21@example.com",))
+    assert secrets.redact("login p@ssw0rd! refused") == "login *** refused"
+    assert secrets.redact("login p%40ssw0rd%21 refused") == "login *** refused"
+
+
+def test_a_user_name_is_not_a_secret():
+    # Only passwords and tokens are: the user name of mailto://user:...@ must not turn every
+    # "user" in the log into ***.
+    secrets.register_urls(("mailto://user:app-password-123@gmail.com",))
+    assert secrets.redact("the user ran the job") == "the user ran the job"
+    assert secrets.redact("password app-password-123") == "password ***"
+
+
+def test_a_log_line_that_itself_holds_a_secret_is_hidden():
+    import io
+    import logging
+
+    secrets.register("sk-in-a-message-456")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(secrets.RedactingFilter())
+    logger = logging.getLogger("test-secrets-message")
+    logger.addHandler(handler)
+    try:
+        logger.warning("key %s refused by %s", "sk-in-a-message-456", "the provider")
+        logger.warning("inline sk-in-a-message-456 too")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().splitlines() == [
+        "key *** refused by the provider",
+        "inline *** too",
+    ]

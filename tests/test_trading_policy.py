@@ -296,3 +296,37 @@ def test_an_order_tool_a_server_calls_read_only_is_still_not_offered(mode, name)
     )
     assert not offered(mode, name, mislabelled)
     assert offered(mode, "get_news", mislabelled)  # an unknown read-only tool still is
+
+
+@pytest.mark.parametrize(
+    ("mode", "name", "args"),
+    [
+        ("read-only", "place_order", {"legs": LEGS}),
+        ("read-only", "cancel_order", {"order_id": "1"}),
+        ("dry-run", "replace_order", {"order_id": "1"}),
+        ("dry-run", "cancel_order", {"order_id": "1"}),
+    ],
+)
+def test_the_policy_itself_refuses_a_tool_it_did_not_offer(mode, name, args):
+    # pydantic-ai would refuse an unknown tool before the policy sees it; here the wrapper is
+    # called directly, as a toolset composed around it would call it, so only its own check
+    # stands between the call and the broker.
+    from types import SimpleNamespace
+
+    from pydantic_ai.exceptions import ToolFailed
+
+    reached: list[str] = []
+
+    class Broker:
+        async def call_tool(self, name, tool_args, ctx, tool):
+            reached.append(name)
+            return "done"
+
+    tool = SimpleNamespace(tool_def=SimpleNamespace(metadata=None))
+    policy = TradingPolicy(Broker(), mode=mode)
+    with pytest.raises(ToolFailed, match=f"the trading policy '{mode}' forbids {name}"):
+        asyncio.run(policy.call_tool(name, args, None, tool))
+    assert reached == []
+    # The same call under live reaches the broker: the refusal above was the policy's.
+    asyncio.run(TradingPolicy(Broker(), mode="live").call_tool(name, args, None, tool))
+    assert reached == [name]

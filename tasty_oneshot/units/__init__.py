@@ -1,9 +1,10 @@
 """Timer units and crontab lines generated from jobs."""
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 
 
-def hours_by_pattern[T: Hashable](
+# T: what shares an hour, sortable and hashable: a minute (crontab) or (minute, second) (systemd).
+def hours_by_pattern[T: (int, tuple[int, int])](
     times: Iterable[tuple[int, T]],
 ) -> list[tuple[list[T], list[int]]]:
     """Group (hour, rest-of-time) pairs into (rests, hours) pairs such that every hour listed

@@ -10,6 +10,7 @@ import functools
 import itertools
 import math
 import shlex
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -46,7 +47,11 @@ def _sample_days(zone: ZoneInfo, start: date, years: int = 2) -> tuple[date, ...
     return tuple(sorted(days))
 
 
-def zone_times(times: list[tuple[int, int]], zone: ZoneInfo, start: date) -> dict[int, set]:
+# (hour, minute, fold) on the cron zone's clock, by the days it moves (-1, 0, +1).
+ZoneTimes = dict[int, set[tuple[int, int, int]]]
+
+
+def zone_times(times: list[tuple[int, int]], zone: ZoneInfo, start: date) -> ZoneTimes:
     """Where each New York (hour, minute) falls on `zone`'s clock on any day of the coming
     years, grouped by how many days it moves (-1, 0, +1), as (hour, minute, fold): fold 1
     where it can fall in the second pass of an hour the zone's clock repeats (fall back)."""
@@ -54,12 +59,12 @@ def zone_times(times: list[tuple[int, int]], zone: ZoneInfo, start: date) -> dic
 
 
 @functools.cache
-def _zone_times(times: tuple[tuple[int, int], ...], zone: ZoneInfo, start: date) -> dict:
-    out: dict[int, set[tuple[int, int, int]]] = {}
+def _zone_times(times: tuple[tuple[int, int], ...], zone: ZoneInfo, start: date) -> ZoneTimes:
+    out: ZoneTimes = {}
     for day in _sample_days(zone, start):
         midnight = datetime.combine(day, datetime.min.time())
         if _steady(day, zone):  # one shift for the whole day: move the times by it
-            first = localize(midnight).astimezone(zone)
+            first = _nyc_midnight(day).astimezone(zone)
             shift = int((first.replace(tzinfo=None) - midnight).total_seconds()) // 60
             for hour, minute in times:
                 day_shift, minute_of_day = divmod(hour * 60 + minute + shift, 1440)
@@ -78,11 +83,19 @@ def _zone_times(times: tuple[tuple[int, int], ...], zone: ZoneInfo, start: date)
 
 def _steady(day: date, zone: ZoneInfo) -> bool:
     """Whether neither zone changes its UTC offset during this New York day."""
-    start = localize(datetime.combine(day, datetime.min.time()))
+    start = _nyc_midnight(day)
     end = start + timedelta(days=1)
     return all(
         start.astimezone(z).utcoffset() == end.astimezone(z).utcoffset() for z in (zone, NYC)
     )
+
+
+def _nyc_midnight(day: date) -> datetime:
+    """The start of a New York day, aware. It always exists: New York's clocks change at 2am."""
+    midnight = localize(datetime.combine(day, datetime.min.time()))
+    if midnight is None:
+        raise ValueError(f"midnight of {day} does not exist in New York")
+    return midnight
 
 
 def check_expressible(schedule: Schedule) -> None:
@@ -107,35 +120,39 @@ def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[st
     schedule = job.schedule
     check_expressible(schedule)
     entry = _escape(command)
+    days: list[int] | None
+    months: list[int] | None
+    weekdays: list[int] | None
     if schedule.cron is not None:
         minutes, hours, days, months, weekdays = cron_fields(schedule.cron)
-        times = [(h, m) for h in hours for m in minutes]
+        nyc_times = [(h, m) for h in hours for m in minutes]
     elif schedule.is_once:
         # One instant: its time on the cron zone's clock is known exactly.
-        there = next(schedule.fire_times(now)).astimezone(zone)
-        fields = {(there.hour, there.minute)}
-        [(minute, hour)] = (_repeated_hour_fields if there.fold else _minute_hour_fields)(fields)
-        return [f"{minute} {hour} {there.day} {there.month} * {entry}"]
+        fire = next(schedule.fire_times(now)).astimezone(zone)
+        fire_time = {(fire.hour, fire.minute)}
+        make_fields = _repeated_hour_fields if fire.fold else _minute_hour_fields
+        [(minute_field, hour_field)] = make_fields(fire_time)
+        return [f"{minute_field} {hour_field} {fire.day} {fire.month} * {entry}"]
     else:
-        times = [(offset // 3600, offset % 3600 // 60) for offset in schedule.offsets()]
+        nyc_times = [(offset // 3600, offset % 3600 // 60) for offset in schedule.offsets()]
         days = months = weekdays = None
-    shifted = zone_times(times, zone, now.astimezone(NYC).date())
+    shifted = zone_times(nyc_times, zone, now.astimezone(NYC).date())
     if days is None and weekdays is None and months is None:
         # Every day alike: the day a time moves to does not matter.
-        shifted = {0: set().union(*shifted.values())}
+        shifted = {0: set[tuple[int, int, int]]().union(*shifted.values())}
     lines = []
     for day_shift, there in shifted.items():
         dom, month = _shift_days(days, months, day_shift)
         dow = "*" if weekdays is None else _field([(w + day_shift) % 7 for w in weekdays], 7)
-        times = {(h, m) for h, m, _ in there}
-        fields = _minute_hour_fields(times)
+        there_times = {(h, m) for h, m, _ in there}
+        fields = _minute_hour_fields(there_times)
         # Debian's cron runs only "wildcard" lines (minute or hour field starting with `*`) in
         # the second pass of an hour its clock repeats: an hour with a time that can fall there
         # gets one, and no other line, so no two lines fire at once.
         repeated = {h for h, _, fold in there if fold}
         if repeated and not all(m[0] == "*" or h[0] == "*" for m, h in fields):
-            plain = {(h, m) for h, m in times if h not in repeated}
-            fields = _minute_hour_fields(plain) + _repeated_hour_fields(times - plain)
+            plain = {(h, m) for h, m in there_times if h not in repeated}
+            fields = _minute_hour_fields(plain) + _repeated_hour_fields(there_times - plain)
         for minute_field, hour_field in fields:
             lines.append(f"{minute_field} {hour_field} {dom} {month} {dow} {entry}")
     return lines
@@ -147,7 +164,7 @@ def _minute_hour_fields(times: set[tuple[int, int]]) -> list[tuple[str, str]]:
     return [(_field(minutes, 60), _field(hours, 24)) for minutes, hours in hours_by_pattern(times)]
 
 
-def _repeated_hour_fields(times) -> list[tuple[str, str]]:
+def _repeated_hour_fields(times: Iterable[tuple[int, int]]) -> list[tuple[str, str]]:
     """(minute field, hour field) pairs covering `times` whose minute field starts with `*`:
     `*/STEP` through each hour's minutes. The slot guard skips the extra minutes."""
     steps: dict[int, int] = {}
@@ -160,15 +177,19 @@ def _repeated_hour_fields(times) -> list[tuple[str, str]]:
     return [(f"*/{step}", _field(hours, 24)) for step, hours in by_step.items()]
 
 
-def _shift_days(days, months, day_shift: int) -> tuple[str, str]:
+def _shift_days(
+    days: list[int] | None, months: list[int] | None, day_shift: int
+) -> tuple[str, str]:
     """Day-of-month and month fields moved by `day_shift` days (-1, 0, +1): a superset where
-    the move crosses a month's end."""
+    the move crosses a month's end. None is unrestricted (`*`)."""
     if days is None:
         if months is None:
             return "*", "*"
         # Near a month's end the move can cross into the month next to it.
         moved = {(m + day_shift - 1) % 12 + 1 for m in months} if day_shift else set()
         return "*", _field(sorted(set(months) | moved), 12, start=1)
+    if months is None:  # every month
+        months = list(range(1, 13))
     if day_shift == 0:
         new_days, new_months = set(days), set(months)
     elif day_shift > 0:

@@ -88,10 +88,14 @@ def _cron_calendars(expression: str) -> list[str]:
             raise ValueError(f"{expression!r}: '#' with a day of month has no calendar form")
         # The n-th such weekday of a month is one of the days 7n-6 .. 7n; systemd ANDs the
         # weekday and the day, so `Fri *-*-08..14` is the second Friday.
-        return [
-            line(",".join(f"{7 * n - 6:02d}..{min(7 * n, 31):02d}" for n in sorted(nths)), [d])
-            for d, nths in sorted(parsed.nth_weekday_of_month.items())
-        ]
+        calendars = []
+        for d, nths in sorted(parsed.nth_weekday_of_month.items()):
+            numbers = sorted(n for n in nths if isinstance(n, int))
+            if len(numbers) != len(nths):  # "l": `L`, the last such weekday of the month
+                raise ValueError(f"{expression!r}: 'L' (last weekday) has no systemd calendar form")
+            days_of_nths = ",".join(f"{7 * n - 6:02d}..{min(7 * n, 31):02d}" for n in numbers)
+            calendars.append(line(days_of_nths, [d]))
+        return calendars
     if days is None or weekdays is None:
         # cron: with only one of day-of-month and day-of-week restricted, that one applies.
         dom = "*" if days is None else _values(days, 31, start=1)
