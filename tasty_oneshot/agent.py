@@ -1,30 +1,27 @@
 """The agent: a pydantic-ai Agent over the TastyTrade MCP server, the trading policy and limits.
 
-Imported only on the path that runs the agent: pydantic-ai and the MCP client are heavy.
+This module itself is light (the runner imports it for `check_ready`); pydantic-ai and the MCP
+client are imported by `import_pydantic_ai`, on the path that runs the agent.
 """
 
 import logging
 import os
-import shutil
-import sys
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TextIO
 
 from tasty_oneshot.errors import UsageError, one_line
 from tasty_oneshot.jobs import Job, Limits, McpServer
 from tasty_oneshot.ledger import Usage
+from tasty_oneshot.mcp_server import TASTYTRADE_ENV, StdioServer, command_and_args
 from tasty_oneshot.schedule import NYC
 
 if TYPE_CHECKING:  # heavy: imported where a run starts the agent, not by this module
     from pydantic_ai import AgentRun, FunctionToolset, UsageLimits
     from pydantic_ai.mcp import MCPToolset
+    from pydantic_ai.models import Model
     from pydantic_ai.toolsets import AbstractToolset
-
-# The variables the TastyTrade MCP server needs; it is given these and nothing else
-# (beyond the few, like HOME and PATH, that the MCP client always passes on).
-TASTYTRADE_ENV = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN", "TASTYTRADE_ACCOUNT_ID")
 
 # Where a provider's key is looked up, to fail early (exit 2) instead of mid-run.
 PROVIDER_KEYS = {
@@ -39,6 +36,9 @@ PROVIDER_KEYS = {
     "deepseek": ("DEEPSEEK_API_KEY",),
     "openrouter": ("OPENROUTER_API_KEY",),
 }
+
+
+OPENAI_PROVIDERS = ("openai", "openai-chat", "openai-responses")
 
 
 class AgentResult(NamedTuple):
@@ -72,14 +72,12 @@ def check_ready(job: Job) -> None:
     provider = job.model.split(":", 1)[0] if ":" in job.model else None
     keys = PROVIDER_KEYS.get(provider or "", ())
     # A local OpenAI-compatible server (OPENAI_BASE_URL) may need no key at all.
-    local = provider in ("openai", "openai-chat", "openai-responses") and os.environ.get(
-        "OPENAI_BASE_URL"
-    )
+    local = provider in OPENAI_PROVIDERS and os.environ.get("OPENAI_BASE_URL")
     if keys and not local and not any(os.environ.get(k) for k in keys):
         raise UsageError(f"model {job.model}: {' or '.join(keys)} is not set")
     if job.mcp is not None and job.mcp.url:
         return
-    command = server_command("tasty-agent") if job.mcp is None else _stdio_command(job.mcp)
+    command, _ = command_and_args(job.mcp)  # a command that cannot start is exit 2 too
     if Path(command).name == "tasty-agent":
         missing = [k for k in TASTYTRADE_ENV[:2] if not os.environ.get(k)]
         if missing:
@@ -89,50 +87,61 @@ def check_ready(job: Job) -> None:
             )
 
 
-def server_command(command: str) -> str:
-    """A stdio server's command: a bare name is looked for beside this tasty-oneshot first
-    (where `tasty-agent` is installed with it), then on PATH."""
-    if os.sep in command:
-        return command
-    beside = Path(sys.executable).parent / command
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which(command)
-    if not found:
+def import_pydantic_ai() -> None:
+    """The heavy imports of a run that starts the agent, all at once (see runner.in_thread)."""
+    import pydantic_ai
+    import pydantic_ai.mcp
+    import pydantic_ai.models  # noqa: F401
+
+
+def resolve_model(job: Job) -> "Model":
+    """The job's model, as pydantic-ai resolves it; a name it does not know is a usage error
+    (exit 2) with its suggestion, before the run uses up its slot."""
+    from pydantic_ai.exceptions import UserError
+    from pydantic_ai.models import infer_model
+
+    if job.model is None:
         raise UsageError(
-            f"MCP server command {command!r}: not found beside tasty-oneshot or on PATH"
+            "no model: give --model, set 'model' in the jobs file, or set MODEL_IDENTIFIER"
         )
-    return found
+    local = job.model.split(":", 1)[0] in OPENAI_PROVIDERS and os.environ.get("OPENAI_BASE_URL")
+    if local and not os.environ.get("OPENAI_API_KEY"):
+        # A local OpenAI-compatible server needs no key, but the client wants one.
+        os.environ["OPENAI_API_KEY"] = "unused-by-a-local-server"
+    try:
+        return infer_model(job.model)
+    except (UserError, ValueError, ImportError) as exc:
+        problem = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"{job.model_from}: model {job.model!r}: {problem}") from None
 
 
-def _stdio_command(server: McpServer) -> str:
-    """The command of a jobs file's stdio server, found (see server_command)."""
-    if server.command is None:
-        raise UsageError("MCP server: neither a command nor a url")
-    return server_command(server.command)
+def check_model_name(job: Job) -> None:
+    """Refuse a model pydantic-ai does not know, with its suggestion (exit 2); a key that is
+    missing here is not checked: a timer's run gets it from its env file."""
+    from pydantic_ai.exceptions import UserError
+    from pydantic_ai.models import infer_model
+
+    if job.model is None:
+        return
+    try:
+        infer_model(job.model)
+    except UserError as exc:
+        if str(exc).startswith("Unknown model"):
+            problem = " ".join(str(exc).split())
+            raise UsageError(f"{job.model_from}: model {job.model!r}: {problem}") from None
+    except (ValueError, ImportError):
+        pass  # a provider's own complaint (a key, a package): the run itself says it
 
 
-def server_env() -> dict[str, str]:
-    return {k: os.environ[k] for k in TASTYTRADE_ENV if os.environ.get(k)}
-
-
-def mcp_toolset(server: McpServer | None, log_file: Path) -> "MCPToolset[None]":
-    """The MCP toolset: tasty-agent over stdio by default, else the jobs file's server.
-
-    A stdio server's own stderr goes to `log_file`, keeping our stderr to our log format.
-    """
-    from fastmcp.client.transports import StdioTransport
+def mcp_toolset(mcp: McpServer | None, server: StdioServer | None) -> "MCPToolset[Any]":
+    """The MCP toolset: the started stdio server's pipes, or the jobs file's remote server."""
     from pydantic_ai.mcp import MCPToolset
 
-    if server is not None and server.url:
-        return MCPToolset(server.url)
+    if mcp is not None and mcp.url:
+        return MCPToolset(mcp.url)
     if server is None:
-        command, args = server_command("tasty-agent"), ["stdio"]
-    else:
-        command, args = _stdio_command(server), list(server.args)
-    # keep_alive=False: the server process ends with the run, whatever ends the run.
-    transport = StdioTransport(command, args, env=server_env(), keep_alive=False, log_file=log_file)
-    return MCPToolset(transport)
+        raise RuntimeError("no MCP server was started for a stdio job")
+    return MCPToolset(server.transport())
 
 
 def instructions_for(job: Job, now: datetime) -> str:
@@ -199,15 +208,17 @@ def notify_toolset(job: Job, progress: Progress | None) -> "FunctionToolset[None
 
 async def run_agent(
     job: Job,
+    model: "Model",
+    server: StdioServer | None,
     now: datetime,
-    log_dir: Path,
     progress: Progress | None = None,
     previous: tuple[str, str] | None = None,
 ) -> AgentResult:
     """Run the job's instructions once; AgentFailed on a model, MCP server or limit error.
 
-    `progress` (with .usage, .cost and .notes) is kept up to date for a run that is stopped
-    midway; `previous` is (finished_at, output) of the last successful run, when remembered.
+    `server` is the job's started stdio server (None for a remote one). `progress` (with
+    .usage, .cost and .notes) is kept up to date for a run that is stopped midway; `previous`
+    is (finished_at, output) of the last successful run, when remembered.
     """
     from pydantic_ai import Agent
     from pydantic_ai.exceptions import UsageLimitExceeded
@@ -217,14 +228,12 @@ async def run_agent(
     # Library warnings (e.g. pydantic-ai cannot price the model, so max_cost cannot apply)
     # become our log lines: stderr holds nothing else.
     warnings.showwarning = _log_warning
-    log_dir.mkdir(mode=0o700, exist_ok=True)
-    server_log = log_dir / f"{job.name}.mcp.log"
     toolsets: list[AbstractToolset[None]] = [
-        TradingPolicy(mcp_toolset(job.mcp, server_log), mode=job.trading)
+        TradingPolicy(mcp_toolset(job.mcp, server), mode=job.trading)
     ]
     if job.notify:
         toolsets.append(notify_toolset(job, progress))
-    agent = Agent(job.model, toolsets=toolsets, instructions=instructions_for(job, now))
+    agent = Agent(model, toolsets=toolsets, instructions=instructions_for(job, now))
     limits = usage_limits(job.limits)
     run: AgentRun[None, str] | None = None
     try:
@@ -238,9 +247,20 @@ async def run_agent(
     except UsageLimitExceeded as exc:
         raise AgentFailed(f"limit: {exc}", *_usage(run)) from exc
     except Exception as exc:
-        reason = f"error: {one_line(exc)} (MCP server log: {server_log})"
+        reason = f"error: {one_line(exc)}"
+        if server is not None and _server_caused(exc):
+            reason += f" (MCP server log: {server.log.path})"
         raise AgentFailed(reason, *_usage(run)) from exc
     return AgentResult(str(output), *_usage(run))
+
+
+def _server_caused(exc: BaseException) -> bool:
+    """Whether a failure may be the MCP server's (its log may say why), not the model's."""
+    from pydantic_ai.exceptions import ModelAPIError, UnexpectedModelBehavior, UserError
+
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return not isinstance(exc, ModelAPIError | UnexpectedModelBehavior | UserError)
 
 
 def _log_warning(

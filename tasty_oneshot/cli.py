@@ -13,13 +13,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tasty_oneshot import __version__
-from tasty_oneshot.errors import EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, UsageError
-from tasty_oneshot.jobs import JOB_KEYS, check_keys, check_notify_urls
+from tasty_oneshot import __version__, jobs
+from tasty_oneshot.errors import (
+    EXIT_FAILED,
+    EXIT_SIGINT,
+    EXIT_USAGE,
+    StateFault,
+    UsageError,
+    one_line,
+)
+from tasty_oneshot.jobs import JOB_KEYS, check_keys
 from tasty_oneshot.schedule import NYC
 from tasty_oneshot.secrets import RedactingFilter
 
 LOG_FORMAT = "%(asctime)s - %(levelname)s - %(message)s"
+log = logging.getLogger("tasty_oneshot")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,23 +35,30 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _positive[N: (int, float)](convert: Callable[[str], N], kind: str) -> Callable[[str], N]:
-    """An argparse type: a positive int or float, with a one-line message otherwise."""
+def _typed[N: (int, float)](
+    convert: Callable[[str], N], check: Callable[[N], N]
+) -> Callable[[str], N]:
+    """An argparse type from one of the jobs file's checkers: the same ranges, one line."""
 
     def parse(text: str) -> N:
         try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
-        if not 0 < value < float("inf"):  # also refuses nan
-            raise argparse.ArgumentTypeError(f"{text!r} must be a positive, finite number")
-        return value
+            return check(convert(text))
+        except (ValueError, OverflowError) as exc:
+            message = str(exc) if "expected" in str(exc) else f"{text[:40]!r} is not a number"
+            raise argparse.ArgumentTypeError(message) from None
 
     return parse
 
 
-_positive_int = _positive(int, "a whole number")
-_positive_float = _positive(float, "a number")
+_period = _typed(int, jobs.PERIOD)
+_max_delay = _typed(int, jobs.MAX_DELAY)
+_timeout = _typed(float, jobs.TIMEOUT)
+_max_requests = _typed(int, jobs.MAX_REQUESTS)
+_max_tool_calls = _typed(int, jobs.MAX_TOOL_CALLS)
+_max_tokens = _typed(int, jobs.MAX_TOKENS)
+_max_cost = _typed(float, jobs.MAX_COST)
+_count = _typed(int, jobs.whole(1, 1000))
+_limit = _typed(int, jobs.whole(1, 1_000_000))
 
 
 def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
@@ -52,7 +67,7 @@ def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--market-open", action="store_true", help="same as --schedule 9:30am")
     group.add_argument("--hourly", action="store_true", help="every 3600 s")
     group.add_argument("--daily", action="store_true", help="every 86400 s")
-    group.add_argument("--period", type=_positive_int, metavar="SECONDS")
+    group.add_argument("--period", type=_period, metavar="SECONDS")
     group.add_argument("--cron", metavar='"M H DOM MON DOW"', help="five fields, NYC time")
     group.add_argument(
         "--ignore-market-hours",
@@ -78,14 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--env-file", metavar="FILE", help="dotenv file loaded first")
     _add_schedule_flags(run)
     run.add_argument("--scheduled", action="store_true", help="invoked by a timer: slot guard")
-    run.add_argument("--max-delay", type=_positive_int, metavar="SECONDS")
+    run.add_argument("--max-delay", type=_max_delay, metavar="SECONDS")
     run.add_argument("--model", metavar="ID", help="pydantic-ai model, e.g. openai:gpt-5-mini")
-    run.add_argument("--timeout", type=_positive_float, metavar="SECONDS")
+    run.add_argument("--timeout", type=_timeout, metavar="SECONDS")
     run.add_argument("--trading", choices=("read-only", "dry-run", "live"))
-    run.add_argument("--max-requests", type=_positive_int, metavar="N")
-    run.add_argument("--max-tool-calls", type=_positive_int, metavar="N")
-    run.add_argument("--max-tokens", type=_positive_int, metavar="N")
-    run.add_argument("--max-cost", type=_positive_float, metavar="USD")
+    run.add_argument("--max-requests", type=_max_requests, metavar="N")
+    run.add_argument("--max-tool-calls", type=_max_tool_calls, metavar="N")
+    run.add_argument("--max-tokens", type=_max_tokens, metavar="N")
+    run.add_argument("--max-cost", type=_max_cost, metavar="USD")
     run.add_argument("--remember", choices=("last", "none"), help="give the model the last output")
     run.add_argument("--notify", metavar="URL", action="append", help="Apprise URL (repeatable)")
     run.add_argument(
@@ -96,30 +111,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeatable",
     )
 
-    units = commands.add_parser("generate-units", help="systemd timers or crontab lines")
+    units = commands.add_parser(
+        "generate-units", help="systemd timers, crontab lines or Kubernetes CronJobs"
+    )
     units.add_argument("instructions", nargs="?", metavar="INSTRUCTIONS")
     units.add_argument("--job", metavar="NAME", action="append", default=[], help="repeatable")
     units.add_argument("--all", action="store_true", help="every job of the jobs file")
     units.add_argument("--name", metavar="NAME", help="name of an ad hoc job")
     units.add_argument("--config", metavar="FILE", help="the jobs file")
     _add_schedule_flags(units)
-    units.add_argument("--target", choices=("systemd", "crontab"), required=True)
+    units.add_argument("--target", choices=("systemd", "crontab", "kubernetes"), required=True)
     units.add_argument("--output-dir", metavar="DIR", help="write files here (else print)")
     scope = units.add_mutually_exclusive_group()
     scope.add_argument("--user", action="store_true", help="user units (the default)")
     scope.add_argument("--system", action="store_true", help="system units")
     units.add_argument("--env-file", metavar="PATH", help="credentials, by reference")
     units.add_argument("--cron-tz", metavar="ZONE", help="the cron daemon's zone (default: host)")
+    units.add_argument("--image", metavar="IMAGE", help="kubernetes: the tasty-oneshot image")
+    units.add_argument("--secret", metavar="NAME", help="kubernetes: credentials (tasty-oneshot)")
+    units.add_argument("--namespace", metavar="NS", help="kubernetes: the objects' namespace")
 
     upcoming = commands.add_parser("next", help="preview the next fire times")
     _add_job_selection(upcoming)
     _add_schedule_flags(upcoming)
-    upcoming.add_argument("--count", type=_positive_int, metavar="N", default=10)
+    upcoming.add_argument("--count", type=_count, metavar="N", default=10)
     upcoming.add_argument("--json", action="store_true")
 
     history = commands.add_parser("history", help="read the run ledger")
     history.add_argument("--job", metavar="NAME")
-    history.add_argument("--limit", type=_positive_int, metavar="N", default=20)
+    history.add_argument("--limit", type=_limit, metavar="N", default=20)
     history.add_argument("--since", metavar="DATE", help="YYYY-MM-DD (NYC) or ISO-8601")
     history.add_argument("--config", metavar="FILE")
     history.add_argument("--json", action="store_true")
@@ -133,10 +153,7 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key, None)
         if value is not None and value is not False:
             given[key] = value
-    checked = check_keys(given, JOB_KEYS, "")
-    if "notify" in checked:
-        check_notify_urls(checked["notify"], "")
-    return checked
+    return check_keys(given, JOB_KEYS, "")
 
 
 def setup_logging() -> None:
@@ -199,6 +216,9 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
                     system=args.system,
                     env_file=args.env_file,
                     cron_tz=args.cron_tz,
+                    image=args.image,
+                    secret=args.secret,
+                    namespace=args.namespace,
                 )
             )
         if args.command == "next":
@@ -213,24 +233,29 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
                 config=args.config,
                 options=_job_options(args),
             )
-            job = load_job(request)
+            job, _ = load_job(request)
             return show_next(job, args.count, args.json)
         if args.command == "history":
+            from tasty_oneshot.env_file import load_env_file
             from tasty_oneshot.history import history
-            from tasty_oneshot.jobs import load_env_file
 
             load_env_file(Path(".env"), required=False)  # it may set TASTY_ONESHOT_STATE_DIR
 
             return history(job=args.job, limit=args.limit, since=args.since, as_json=args.json)
     except UsageError as exc:
-        logging.getLogger("tasty_oneshot").error("%s", exc)
+        log.error("%s", exc)
         return EXIT_USAGE
+    except StateFault as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
     except KeyboardInterrupt:  # before a run started: nothing to stop or record
         return EXIT_SIGINT
     except Exception as exc:
         from tasty_oneshot.runner import Interrupted
 
-        if isinstance(exc, Interrupted):  # SIGTERM while the ledger was being opened
-            return EXIT_SIGTERM
-        raise
+        if isinstance(exc, Interrupted):  # SIGTERM or SIGHUP while the ledger was opened
+            return exc.exit_code
+        # No traceback ever reaches the user: one line, and the exit code of a failure.
+        log.error("internal error: %s (please report it)", one_line(exc))
+        return EXIT_FAILED
     raise AssertionError(args.command)

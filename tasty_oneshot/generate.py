@@ -1,4 +1,5 @@
-"""`tasty-oneshot generate-units`: systemd units or crontab lines that call `run --scheduled`.
+"""`tasty-oneshot generate-units`: systemd units, crontab lines or Kubernetes CronJobs that call
+`run --scheduled`.
 
 Everything is checked and rendered before anything is written; files are written to temporary
 names and renamed only when all of them could be written, so nothing is left half-done.
@@ -16,10 +17,13 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tasty_oneshot import paths
+from tasty_oneshot.env_file import load_env_file
 from tasty_oneshot.errors import EXIT_OK, UsageError
-from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, load_env_file, load_jobs_file, resolve_job
+from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job
+from tasty_oneshot.jobs_file import load_jobs_file, notify_sources
+from tasty_oneshot.notify import check_urls
 from tasty_oneshot.schedule import NYC, cron_fields, now_nyc
-from tasty_oneshot.units import crontab, systemd
+from tasty_oneshot.units import crontab, kubernetes, systemd
 
 log = logging.getLogger("tasty_oneshot")
 
@@ -33,16 +37,20 @@ class GenerateRequest(NamedTuple):
     name: str | None
     config: str | None
     options: dict[str, Any]  # schedule keys and ignore_market_hours given on the command line
-    target: str  # systemd | crontab
+    target: str  # systemd | crontab | kubernetes
     output_dir: str | None
     system: bool
     env_file: str | None
     cron_tz: str | None
+    image: str | None = None  # kubernetes: the image built from the Containerfile
+    secret: str | None = None  # kubernetes: the Secret holding the credentials
+    namespace: str | None = None  # kubernetes
 
 
 def generate_units(request: GenerateRequest) -> int:
     """Errors first (nothing written, one line), then warnings, then the files."""
     now = now_nyc()
+    check_target_options(request)
     jobs = select_jobs(request)
     env_file = _env_file(request.env_file)
     for job in jobs:
@@ -53,11 +61,13 @@ def generate_units(request: GenerateRequest) -> int:
         prepare_output_dir(output_dir, files)
     for job in jobs:
         warn_about(job, now)
+    if request.target == "kubernetes":
+        warn_about_kubernetes(jobs)
     _warn_if_others_can_read(env_file)
     if output_dir is None:
         sys.stdout.write(
             "".join(files.values())
-            if request.target == "crontab"
+            if request.target in ("crontab", "kubernetes")
             else "\n".join(f"# {name}\n{text}" for name, text in files.items())
         )
         return EXIT_OK
@@ -70,7 +80,10 @@ def generate_units(request: GenerateRequest) -> int:
 def render(
     jobs: list[Job], request: GenerateRequest, env_file: str | None, now: datetime
 ) -> dict[str, str]:
-    """Every file's text, by name: a timer and a service per job, or one crontab."""
+    """Every file's text, by name: a timer and a service per job, one crontab, or one
+    Kubernetes YAML stream."""
+    if request.target == "kubernetes":
+        return {"tasty-oneshot.k8s.yaml": kubernetes_text(jobs, request, now)}
     if request.target == "crontab":
         zone = cron_zone(request.cron_tz)
         return {"tasty-oneshot.crontab": crontab_text(jobs, request, zone, env_file, now)}
@@ -118,6 +131,12 @@ def select_jobs(request: GenerateRequest) -> list[Job]:
         jobs.append(job)
     if not jobs:
         raise UsageError("--all: no job of the jobs file has a schedule")
+    check_urls(notify_sources(jobs_file, request.options), None)
+    if any(job.model not in (None, "test") for job in jobs):
+        from tasty_oneshot.agent import check_model_name
+
+        for job in jobs:
+            check_model_name(job)
     return jobs
 
 
@@ -183,9 +202,105 @@ def crontab_text(
     return "\n".join(out) + "\n"
 
 
+def check_target_options(request: GenerateRequest) -> None:
+    """Options of one target only, and what --target kubernetes needs, before anything else."""
+    given = {"--image": request.image, "--secret": request.secret, "--namespace": request.namespace}
+    if request.target != "kubernetes":
+        for flag, value in given.items():
+            if value is not None:
+                raise UsageError(f"{flag}: only with --target kubernetes")
+        return
+    if not request.image:
+        raise UsageError("--target kubernetes needs --image IMAGE (built from the Containerfile)")
+    if any(c.isspace() or not c.isprintable() for c in request.image):
+        raise UsageError(f"--image {request.image!r}: not an image reference")
+    if request.secret is not None and not kubernetes.DNS_SUBDOMAIN.match(request.secret):
+        raise UsageError(f"--secret {request.secret[:80]!r}: not a Kubernetes object name")
+    if request.namespace is not None and not kubernetes.DNS_LABEL.match(request.namespace):
+        raise UsageError(f"--namespace {request.namespace[:80]!r}: not a Kubernetes namespace")
+    if request.instructions is not None:
+        # The pods read their job from the ConfigMap: an ad hoc job is in no jobs file.
+        raise UsageError(
+            "--target kubernetes: an ad hoc job (INSTRUCTIONS) cannot be a CronJob; "
+            "put it in the jobs file and use --job NAME"
+        )
+    if request.options:
+        raise UsageError(
+            "--target kubernetes: schedule flags and --ignore-market-hours are not passed on; "
+            "each pod runs its job as the jobs file says: set them there"
+        )
+    if request.env_file is not None:
+        raise UsageError(
+            "--env-file: not with --target kubernetes; credentials come from the Secret "
+            "(kubectl create secret generic NAME --from-env-file=FILE)"
+        )
+    if request.cron_tz is not None:
+        raise UsageError("--cron-tz: only with --target crontab (CronJobs keep New York time)")
+
+
+def kubernetes_text(jobs: list[Job], request: GenerateRequest, now: datetime) -> str:
+    """The ConfigMap with the jobs file as it is on disk, and each job's CronJobs."""
+    schedules = {}
+    for job in jobs:
+        try:
+            schedules[job.name] = kubernetes.schedules(job, now)
+        except ValueError as exc:
+            raise UsageError(f"{_where(job)}: cannot be a Kubernetes CronJob: {exc}") from None
+    source = jobs[0].source  # every job is of the one jobs file: ad hoc jobs are refused
+    if source is None:
+        raise AssertionError("a Kubernetes job without a jobs file")
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source}: cannot read the jobs file: {exc}") from None
+    secret = request.secret or kubernetes.DEFAULT_SECRET
+    try:
+        documents = kubernetes.manifests(
+            jobs, schedules, text, request.image or "", secret, request.namespace
+        )
+    except kubernetes.NameClash as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    return kubernetes.stream(documents)
+
+
+def warn_about_kubernetes(jobs: list[Job]) -> None:
+    """What a pod that lives for one run changes: its ledger, its deadline, its MCP server."""
+    source = jobs[0].source
+    ledger = load_jobs_file(source).defaults.get("ledger") if source else None
+    if not kubernetes.postgres_ledger(ledger):
+        log.warning(
+            "%s: no PostgreSQL ledger (neither its key 'ledger' nor $%s names one): each "
+            "pod's SQLite ledger is thrown away with the pod, so the slot guard cannot see "
+            "earlier runs, the job lock does not reach other pods, `remember: last` has nothing "
+            "to remember and history/status show nothing",
+            source,
+            kubernetes.LEDGER_ENV,
+        )
+    for job in jobs:
+        if job.max_delay < 10:
+            log.warning(
+                "%s: max_delay %ss is under 10 s: the CronJob controller may start the pod too "
+                "late and skip the run (startingDeadlineSeconds)",
+                _where(job),
+                job.max_delay,
+            )
+        if job.mcp is not None and job.mcp.command not in (None, "tasty-agent"):
+            log.warning(
+                "%s: the MCP server %s runs inside the pod: the image must hold it (the "
+                "Containerfile installs tasty-agent only)",
+                _where(job),
+                job.mcp.command,
+            )
+
+
 def refuse_unhonourable(job: Job, target: str, now: datetime) -> None:
     """Refuse, with the reason, a schedule the target cannot keep."""
     schedule = job.schedule
+    if target == "kubernetes":
+        try:
+            kubernetes.check_schedule(job)
+        except crontab.CannotExpress as exc:
+            raise UsageError(f"{_where(job)}: cannot be a Kubernetes CronJob: {exc}") from None
     if schedule.is_monotonic and target == "crontab":
         try:
             crontab.check_expressible(schedule)

@@ -1,12 +1,12 @@
 """`tasty-oneshot history`: the run ledger, newest first."""
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tasty_oneshot import paths
 from tasty_oneshot.errors import EXIT_OK, UsageError
-from tasty_oneshot.ledger import Ledger, dumps
+from tasty_oneshot.ledger import dumps, open_ledger
 from tasty_oneshot.schedule import NYC
 
 COLUMNS = ("id", "job", "status", "started_at", "slot", "exit", "tokens", "reason")
@@ -16,13 +16,17 @@ def parse_since(text: str) -> datetime:
     """A date (midnight NYC) or an ISO-8601 time (NYC if it has no offset)."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--since {text!r}: expected YYYY-MM-DD or ISO-8601") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=NYC)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=NYC)
+        moment.astimezone(UTC)  # 0001-01-01T00:00+14:00 has no UTC time
+    except (ValueError, OverflowError):
+        raise UsageError(
+            f"--since {text[:40]!r}: expected YYYY-MM-DD or ISO-8601, from year 1 to 9999"
+        ) from None
+    return moment
 
 
 def history(job: str | None, limit: int, since: str | None, as_json: bool) -> int:
-    ledger = Ledger(paths.state_dir())
+    ledger = open_ledger(paths.state_dir())
     since_at = parse_since(since) if since else None
     try:
         rows = ledger.runs(job=job, limit=limit, since=since_at)

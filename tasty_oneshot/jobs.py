@@ -1,23 +1,29 @@
-"""Jobs: the jobs file, its defaults, and one resolved job ready to run.
+"""Jobs: the keys a job may have, their checks, and one resolved job ready to run.
 
-The file is checked by a small table of keys rather than pydantic: a skipped run must start,
-decide and exit in well under 150 ms, and importing pydantic alone costs more than that on the
-machines this runs on. Every error names the file, the job and the key, on one line.
+Keys are checked by a small table rather than pydantic: a skipped run must start, decide and
+exit in well under 150 ms, and importing pydantic alone costs more than that on the machines
+this runs on. Every number has a sane range. Every error names the file, the job and the key,
+on one line. Reading the file itself is jobs_file.py.
 """
 
-import json
 import math
 import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tasty_oneshot.errors import UsageError
-from tasty_oneshot.paths import write_private
 from tasty_oneshot.schedule import DAY, MARKET_OPEN, Schedule, parse_cron, parse_time
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+if TYPE_CHECKING:
+    from tasty_oneshot.jobs_file import JobsFile
+
+# 1 to 64 characters: it names lock files, units and Kubernetes objects. \A..\Z, not ^..$:
+# `$` would also match before a trailing newline.
+NAME = re.compile(r"\A[a-z0-9][a-z0-9-]{0,63}\Z")
+NAME_RULE = "1 to 64 characters of [a-z0-9-], starting with a letter or digit"
+MAX_TEXT = 100_000  # characters of instructions, or of any other string
 TRADING_MODES = ("read-only", "dry-run", "live")
 MODEL_ENV = "MODEL_IDENTIFIER"
 DEFAULT_TIMEOUT = 300.0  # seconds for the whole invocation
@@ -56,12 +62,7 @@ class Job(NamedTuple):
     notify: tuple[str, ...] = ()  # Apprise URLs
     notify_on: tuple[str, ...] = ("failure",)  # when the run itself sends
     source: Path | None = None  # the jobs file it came from, if any
-
-
-class JobsFile(NamedTuple):
-    path: Path
-    defaults: dict[str, Any]  # top-level keys, checked
-    jobs: dict[str, dict[str, Any]]  # name -> the job's own keys, checked
+    model_from: str = "--model"  # where the model was given, for an error about it
 
 
 # --- checking values -----------------------------------------------------------------------
@@ -70,6 +71,8 @@ class JobsFile(NamedTuple):
 def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("expected a non-empty string")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"longer than {MAX_TEXT} characters")
     return value
 
 
@@ -79,16 +82,41 @@ def _flag(value: Any) -> bool:
     return value
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError("expected a positive whole number")
-    return value
+def whole(low: int, high: int, unit: str = "") -> Callable[[Any], int]:
+    """A checker for a whole number from `low` to `high`."""
+
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"expected a whole number{unit} from {low} to {high}")
+        return value
+
+    return check
 
 
-def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ValueError("expected a positive, finite number")
-    return float(value)
+def number(high: float, unit: str = "") -> Callable[[Any], float]:
+    """A checker for a number above 0 and at most `high`."""
+
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number{unit} above 0, at most {high:g}")
+        if value != value or value in (math.inf, -math.inf):
+            raise ValueError(f"expected a finite number{unit} above 0, at most {high:g}")
+        if not 0 < value <= high:  # compares big ints exactly
+            raise ValueError(f"expected a number{unit} above 0, at most {high:g}")
+        return float(value)
+
+    return check
+
+
+# The ranges: wide enough for any real use, narrow enough that every unit, crontab line and
+# timer can hold the value and no arithmetic on it overflows.
+PERIOD = whole(1, 366 * DAY, " of seconds")
+TIMEOUT = number(DAY, " of seconds")
+MAX_DELAY = whole(1, 7 * DAY, " of seconds")
+MAX_REQUESTS = whole(1, 10_000)
+MAX_TOOL_CALLS = whole(1, 100_000)
+MAX_TOKENS = whole(1, 1_000_000_000)
+MAX_COST = number(100_000.0, " of US dollars")
 
 
 def _schedule_time(value: Any) -> str:
@@ -169,7 +197,7 @@ SCHEDULE_KEYS: dict[str, Callable[[Any], Any]] = {
     "market_open": _flag,
     "hourly": _flag,
     "daily": _flag,
-    "period": _positive_int,
+    "period": PERIOD,
     "cron": _cron,
 }
 RUN_KEYS: dict[str, Callable[[Any], Any]] = {
@@ -177,23 +205,34 @@ RUN_KEYS: dict[str, Callable[[Any], Any]] = {
     "model": _model,
     "mcp": _mcp,
     "trading": _trading,
-    "timeout": _positive_number,
-    "max_delay": _positive_int,
-    "max_requests": _positive_int,
-    "max_tool_calls": _positive_int,
-    "max_tokens": _positive_int,
-    "max_cost": _positive_number,
+    "timeout": TIMEOUT,
+    "max_delay": MAX_DELAY,
+    "max_requests": MAX_REQUESTS,
+    "max_tool_calls": MAX_TOOL_CALLS,
+    "max_tokens": MAX_TOKENS,
+    "max_cost": MAX_COST,
     "remember": _remember,
     "notify": _notify,
     "notify_on": _notify_on,
 }
 JOB_KEYS = {"instructions": _text, **SCHEDULE_KEYS, **RUN_KEYS}
-TOP_KEYS = {**RUN_KEYS}  # defaults for every job, ad hoc runs included
+
+
+def _ledger(value: Any) -> str:
+    """The shared run ledger: a PostgreSQL URL (else each host keeps its own SQLite one)."""
+    if not _text(value).startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected a postgresql:// URL")
+    return value
+
+
+# Defaults for every job, ad hoc runs included; and what is the file's, not a job's.
+TOP_KEYS = {**RUN_KEYS, "ledger": _ledger}
 
 
 def label(where: str, key: str) -> str:
     """How an error names a key: `FILE: job 'x': key 'k'`, or `--k` for the command line
     (`where` is empty)."""
+    key = str(key)[:80]
     return f"{where}key '{key}'" if where else "--" + key.replace("_", "-")
 
 
@@ -245,156 +284,6 @@ def schedule_from(values: Mapping[str, Any], where: str) -> Schedule:
     return Schedule(at=at, period=period, cron=cron)
 
 
-# --- the jobs file -------------------------------------------------------------------------
-
-
-def load_jobs_file(path: Path, cache_dir: Path | None = None) -> JobsFile:
-    """Read and check the whole jobs file: every job, not just the one asked for.
-
-    With `cache_dir`, a file that passed every check is kept there as JSON until it changes:
-    a timer firing every few minutes then imports neither the YAML parser nor apprise. The
-    key checks still run every time.
-    """
-    cache = _JobsFileCache(path, cache_dir) if cache_dir else None
-    data = cache.read() if cache else None
-    if data is not None:
-        return _check_jobs_file(path, data)
-    data = _parse(path)
-    jobs_file = _check_jobs_file(path, data)
-    for job_name, keys in [(None, jobs_file.defaults), *jobs_file.jobs.items()]:
-        where = f"{path}: job '{job_name}': " if job_name else f"{path}: "
-        check_notify_urls(keys.get("notify", ()), where)
-    if cache:
-        cache.write(data)
-    return jobs_file
-
-
-class _JobsFileCache:
-    """The parsed jobs file as JSON in the state directory, valid while the file is unchanged
-    (same inode, size and modification time)."""
-
-    def __init__(self, path: Path, cache_dir: Path) -> None:
-        try:
-            stat = path.stat()
-        except OSError as exc:
-            raise UsageError(f"{path}: cannot read the jobs file: {exc.strerror}") from None
-        self.version = f"{path.absolute()}|{stat.st_ino}|{stat.st_size}|{stat.st_mtime_ns}"
-        name = str(path.absolute()).replace("/", "%") + ".json"
-        self.file = cache_dir / "jobs-files" / name
-
-    def read(self) -> Any:
-        try:
-            cached = json.loads(self.file.read_text(encoding="utf-8"))
-            return cached["data"] if cached["version"] == self.version else None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def write(self, data: Any) -> None:
-        # Only what JSON gives back unchanged is cached (YAML dates or int keys would not be).
-        try:
-            if json.loads(json.dumps(data)) != data:
-                return
-            # Private: it holds what the jobs file holds, Apprise credentials included.
-            write_private(self.file, json.dumps({"version": self.version, "data": data}))
-        except (OSError, TypeError, ValueError):
-            pass  # a cache that cannot be written only costs the next run some time
-
-
-def check_notify_urls(urls: tuple[str, ...], where: str) -> None:
-    """Let apprise itself judge each URL (it knows every service's URL form)."""
-    if not urls:
-        return
-    import apprise
-
-    for index, url in enumerate(urls):
-        if not apprise.Apprise().add(url):
-            service = url.split("://", 1)[0]
-            raise UsageError(
-                f"{label(where, 'notify')}: item {index + 1} ({service}://...) is not a "
-                "valid Apprise URL"
-            )
-
-
-def _parse(path: Path) -> Any:
-    """The YAML of the jobs file, refusing keys given twice."""
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read the jobs file: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-        duplicate = _first_duplicate(yaml.compose(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise UsageError(f"{path}: not valid YAML{at}: {problem}") from None
-    if duplicate:
-        # PyYAML keeps the last of two equal keys: a job or a key would silently vanish.
-        trail, line = duplicate
-        if len(trail) >= 2 and trail[0] == "jobs":
-            where, what = f"job '{trail[1]}': ", "defined twice"
-            if len(trail) > 2:
-                what = f"key '{'.'.join(trail[2:])}': given twice"
-        else:
-            where, what = "", f"key '{'.'.join(trail)}': given twice"
-        raise UsageError(f"{path}: {where}{what} (line {line})")
-    return data
-
-
-def _check_jobs_file(path: Path, data: Any) -> JobsFile:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping with 'jobs' at the top level")
-    data = dict(data)  # the caller may cache what it passed in: leave that whole
-    raw_jobs = data.pop("jobs", None) or {}
-    if not isinstance(raw_jobs, dict):
-        raise UsageError(f"{path}: key 'jobs': expected a mapping of job names to jobs")
-    defaults = check_keys(data, TOP_KEYS, f"{path}: ")
-    jobs = {}
-    for job_name, raw in raw_jobs.items():
-        where = f"{path}: job '{job_name}': "
-        if not isinstance(job_name, str) or not NAME.match(job_name):
-            raise UsageError(f"{where}the name must match [a-z0-9][a-z0-9-]*")
-        if not isinstance(raw, dict):
-            raise UsageError(f"{where}expected a mapping of keys")
-        keys = check_keys(raw, JOB_KEYS, where)
-        if "instructions" not in keys:
-            raise UsageError(f"{where}key 'instructions': missing")
-        schedule_from(keys, where)  # the keys must also make sense together
-        jobs[job_name] = keys
-    return JobsFile(path=path, defaults=defaults, jobs=jobs)
-
-
-def _first_duplicate(root: Any) -> tuple[tuple[str, ...], int] | None:
-    """The keys leading to the first key given twice in one mapping, and its line; or None."""
-    import yaml
-
-    stack: list[tuple[Any, tuple[str, ...]]] = [(root, ())]
-    visited: set[int] = set()
-    while stack:
-        node, trail = stack.pop()
-        if id(node) in visited:  # an alias of a node already walked (aliases may recurse)
-            continue
-        visited.add(id(node))
-        children = []
-        if isinstance(node, yaml.SequenceNode):
-            children = [(item, trail) for item in node.value]
-        elif isinstance(node, yaml.MappingNode):
-            seen = set()
-            for key, value in node.value:
-                name = key.value if isinstance(key, yaml.ScalarNode) else None
-                if name is not None and name in seen:
-                    return (*trail, name), key.start_mark.line + 1
-                seen.add(name)
-                children.append((value, (*trail, str(name))))
-        stack.extend(reversed(children))
-    return None
-
-
 def adhoc_name(instructions: str) -> str:
     """A stable name for ad hoc instructions: a readable slug plus a short hash."""
     import hashlib  # not at the top: only ad hoc runs need it, and a skip must stay light
@@ -405,7 +294,7 @@ def adhoc_name(instructions: str) -> str:
 
 
 def resolve_job(
-    jobs_file: JobsFile | None,
+    jobs_file: "JobsFile | None",
     *,
     job_name: str | None,
     instructions: str | None,
@@ -417,6 +306,8 @@ def resolve_job(
     `options` holds the command line's job keys (already checked), only those given.
     """
     if job_name is not None and instructions is None:
+        if not NAME.match(job_name):
+            raise UsageError(f"--job {job_name[:80]!r}: no such job: a name is {NAME_RULE}")
         if name is not None:
             raise UsageError("--name names an ad hoc job (INSTRUCTIONS); a --job has its name")
         if jobs_file is None:
@@ -430,22 +321,25 @@ def resolve_job(
     elif instructions is not None and job_name is None:
         if not instructions.strip():
             raise UsageError("INSTRUCTIONS is empty")
+        if len(instructions) > MAX_TEXT:
+            raise UsageError(f"INSTRUCTIONS: longer than {MAX_TEXT} characters")
         own = {"instructions": instructions}
         job_name = name or adhoc_name(instructions)
         if not NAME.match(job_name):
-            raise UsageError(f"--name {job_name!r}: must match [a-z0-9][a-z0-9-]*")
+            raise UsageError(f"--name {job_name[:80]!r}: must be {NAME_RULE}")
         where = ""
         source = None
     else:
         raise UsageError("give exactly one of INSTRUCTIONS or --job NAME")
     defaults = jobs_file.defaults if jobs_file else {}
     merged = {**defaults, **own}
+    schedule_where = where
     if any(k in options for k in SCHEDULE_KEYS):
         # A schedule on the command line replaces the job's schedule as a whole.
         merged = {k: v for k, v in merged.items() if k not in SCHEDULE_KEYS}
-        where = ""
+        schedule_where = ""
     merged.update(options)
-    schedule = schedule_from(merged, where)
+    schedule = schedule_from(merged, schedule_where)
     limits = Limits(
         **{
             k: merged[k]
@@ -454,6 +348,14 @@ def resolve_job(
         }
     )
     model = merged.get("model") or os.environ.get(MODEL_ENV) or None
+    if "model" in options:
+        model_from = "--model"
+    elif "model" in own and where:
+        model_from = label(where, "model")
+    elif "model" in defaults and jobs_file is not None:
+        model_from = label(f"{jobs_file.path}: ", "model")
+    else:
+        model_from = f"${MODEL_ENV}"
     return Job(
         name=job_name,
         instructions=merged["instructions"],
@@ -469,17 +371,5 @@ def resolve_job(
         notify=merged.get("notify", ()),
         notify_on=merged.get("notify_on", ("failure",)),
         source=source,
+        model_from=model_from,
     )
-
-
-def load_env_file(path: Path, *, required: bool) -> None:
-    """Load a dotenv file into the environment, never overriding variables already set."""
-    if not path.is_file():
-        if required:
-            raise UsageError(f"{path}: env file not found")
-        return
-    if not os.access(path, os.R_OK):
-        raise UsageError(f"{path}: env file not readable")
-    from dotenv import load_dotenv  # only runs that have an env file pay for the import
-
-    load_dotenv(path, override=False)

@@ -1,27 +1,35 @@
-"""One run of a job at a time on this host.
+"""One run of a job at a time on this host: the SQLite ledger's job lock.
 
-A kernel file lock (flock) on a file per job: the kernel drops it when the holder exits,
-however it exits, so a killed run never leaves a stale lock behind.
+A kernel file lock (flock) on STATE/locks/NAME.lock: the kernel drops it when the holder
+exits, however it exits, so a killed run never leaves a stale lock behind. Whether anyone
+holds a lock is read from /proc/locks, never by taking it (a probe that took the lock could
+make a run starting at that instant exit 75).
 """
 
 import fcntl
 import os
 from pathlib import Path
 
+from tasty_oneshot import paths
+
 
 class JobLocked(Exception):
     """Another invocation holds this job's lock."""
 
 
+def lock_path(state_dir: Path, job_name: str) -> Path:
+    return state_dir / "locks" / f"{job_name}.lock"
+
+
 class JobLock:
     def __init__(self, state_dir: Path, job_name: str) -> None:
-        self.path = state_dir / "locks" / f"{job_name}.lock"
+        self.path = lock_path(state_dir, job_name)
         self._fd: int | None = None
 
     def acquire(self) -> None:
         """Take the lock at once or raise JobLocked; never waits."""
-        self.path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        paths.private_dir(self.path.parent)
+        fd = paths.open_private(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -42,3 +50,22 @@ class JobLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def is_held(path: Path) -> bool | None:
+    """Whether some process holds a flock on `path`; None when the kernel cannot say."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            return any(
+                len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == key
+                for fields in (line.split() for line in locks)
+            )
+    except OSError:
+        return None

@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from tasty_oneshot.errors import one_line
-from tasty_oneshot.paths import write_private
+from tasty_oneshot import paths
+from tasty_oneshot.errors import UsageError, one_line
 from tasty_oneshot.schedule import NYC
 
 if TYPE_CHECKING:  # imports pandas: only when the calendar is asked
@@ -184,9 +184,14 @@ def _cache_path(cache_dir: Path, day: date, source: str) -> Path:
 
 
 def _read_cache(cache_dir: Path, day: date, source: str) -> MarketDay | None:
+    """The cached session, if a file of ours holds one for that day and source. A cache
+    refused by the state directory's rules (a link, a FIFO, not ours) stops the run."""
     try:
-        cached = MarketDay.from_json(json.loads(_cache_path(cache_dir, day, source).read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+        data = paths.read_private(_cache_path(paths.private_dir(cache_dir), day, source), 4096)
+        cached = MarketDay.from_json(json.loads(data or b""))
+    except paths.Untrusted:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, UsageError):
         return None
     # A file that describes another day or source is as good as corrupt: ignore it.
     return cached if (cached.day, cached.source) == (day, source) else None
@@ -195,6 +200,8 @@ def _read_cache(cache_dir: Path, day: date, source: str) -> MarketDay | None:
 def _write_cache(cache_dir: Path, session: MarketDay) -> None:
     path = _cache_path(cache_dir, session.day, session.source)
     try:
-        write_private(path, json.dumps(session.to_json()))
-    except OSError as exc:
-        log.warning("could not cache the market session in %s: %s", cache_dir, exc.strerror)
+        paths.write_private(path, json.dumps(session.to_json()))
+    except paths.Untrusted:
+        raise
+    except (OSError, UsageError) as exc:  # a cache that cannot be written costs time only
+        log.warning("could not cache the market session in %s: %s", cache_dir, exc)

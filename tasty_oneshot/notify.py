@@ -4,10 +4,13 @@ A delivery never fails a run and never holds it up for long: it runs in a daemon
 is given up after DELIVERY_TIMEOUT seconds; what became of it is logged and recorded.
 """
 
+import contextlib
 import logging
 import threading
+from pathlib import Path
 
-from tasty_oneshot.errors import one_line
+from tasty_oneshot import paths
+from tasty_oneshot.errors import UsageError, one_line
 from tasty_oneshot.secrets import redact
 
 log = logging.getLogger("tasty_oneshot")
@@ -73,3 +76,44 @@ def notify_outcome(
         return None
     title = f"tasty-oneshot {job}: {'output' if status == 'ok' else status}"
     return f"{status}: {send(urls, title, text)}"
+
+
+CHECKED = "notify-urls.checked"  # in the state directory: SHA-256 of each URL apprise accepted
+CHECKED_LIMIT = 64 << 10
+
+
+def check_urls(sources: list[tuple[str, tuple[str, ...]]], state: Path | None) -> None:
+    """Let apprise itself judge each URL (it knows every service's URL form): a malformed one
+    is exit 2 naming the file, the job and the key. `sources` pairs where URLs come from (an
+    error prefix; empty for the command line) with the URLs. With `state`, a URL apprise
+    accepted once is remembered by its SHA-256 (never the URL: it may hold a password), so a
+    run that only skips does not import apprise again; a wrong stamp could only skip this
+    early check, never decide what runs."""
+    urls = [(where, i, url) for where, group in sources for i, url in enumerate(group)]
+    if not urls:
+        return
+    import hashlib
+
+    def digest(url: str) -> str:
+        return hashlib.sha256(url.encode()).hexdigest()
+
+    stamp = state / CHECKED if state is not None else None
+    known = set(((paths.read_private(stamp, CHECKED_LIMIT) or b"") if stamp else b"").split())
+    unchecked = [(where, i, url) for where, i, url in urls if digest(url).encode() not in known]
+    if not unchecked:
+        return
+    import apprise
+
+    from tasty_oneshot.jobs import label
+
+    for where, index, url in unchecked:
+        if not apprise.Apprise().add(url):
+            service = url.split("://", 1)[0][:20]
+            raise UsageError(
+                f"{label(where, 'notify')}: item {index + 1} ({service}://...) is not a "
+                "valid Apprise URL"
+            )
+    if stamp is not None:
+        lines = [line.decode() for line in known] + [digest(url) for _, _, url in unchecked]
+        with contextlib.suppress(OSError):  # then the check runs again: slower, never wrong
+            paths.write_private(stamp, "\n".join(lines[-1000:]) + "\n")

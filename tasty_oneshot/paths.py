@@ -1,6 +1,15 @@
-"""Where files live: the jobs file and the state directory, decided once."""
+"""Where files live, and what may be trusted there: the jobs file and the state directory.
 
+Every file and directory the program uses in the state directory goes through this module.
+Each must belong to the user running it and must not be writable by group or others, must be
+what it claims (a directory, or a regular file: never a symbolic link, a FIFO or a device),
+and is read only up to a bound. Anything else is refused with one line naming the path and
+the fix (exit 2). Files are written mode 0600 and directories 0700, whatever the umask.
+"""
+
+import errno
 import os
+import stat
 from pathlib import Path
 
 from tasty_oneshot.errors import UsageError
@@ -32,7 +41,8 @@ def config_path(explicit: str | None) -> Path | None:
 
 
 def state_dir() -> Path:
-    """The state directory (locks, run ledger, caches), created with mode 0700 when missing."""
+    """The state directory (locks, run ledger, caches): created with mode 0700 when missing,
+    else checked like every directory in it (see private_dir)."""
     if os.environ.get(STATE_ENV):
         path = Path(os.environ[STATE_ENV])
     elif os.environ.get("STATE_DIRECTORY"):
@@ -42,26 +52,170 @@ def state_dir() -> Path:
         path = Path(os.environ["XDG_STATE_HOME"]) / "tasty-oneshot"
     else:
         path = Path.home() / ".local" / "state" / "tasty-oneshot"
-    path = path.expanduser()
+    path = path.expanduser().absolute()
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{path}: cannot create the state directory: {exc.strerror}") from None
+    # The state directory itself may be a symbolic link (a user's choice of disk); what it
+    # points to is checked. Inside it, nothing is followed.
+    return private_dir(path, follow=True)
+
+
+def private_dir(path: Path, *, follow: bool = False) -> Path:
+    """A directory of ours: created mode 0700 when missing; else it must be a directory (not
+    a link, unless `follow`), belong to this user and not be writable by group or others."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot create the directory: {exc.strerror}") from None
+    try:
+        info = os.stat(path) if follow else os.lstat(path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the directory: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise untrusted(path, f"is {_kind(info.st_mode)}, not a directory", f"rm {_q(path)}")
+    _check_owner_and_mode(path, info)
     if not os.access(path, os.W_OK | os.X_OK):
-        raise UsageError(f"{path}: the state directory is not writable")
+        raise UsageError(f"{path}: the directory is not writable; fix: chmod 700 {_q(path)}")
     return path
 
 
+def open_private(path: Path, flags: int) -> int:
+    """A file descriptor for a file of ours, opened without following a link and without
+    blocking on a FIFO; created mode 0600 with O_CREAT. A file that is not a regular file, is
+    another user's or is writable by others is refused; one of ours that others can read
+    (from an older version, or a umask) is made 0600."""
+    flags |= os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise untrusted(path, "is a symbolic link, not a file", f"rm {_q(path)}") from None
+        if exc.errno in (errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.ETXTBSY):
+            kind = _kind(os.lstat(path).st_mode)
+            raise untrusted(path, f"is {kind}, not a regular file", f"rm {_q(path)}") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise untrusted(path, f"is {_kind(info.st_mode)}, not a regular file", f"rm {_q(path)}")
+        _check_owner_and_mode(path, info)
+        if info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def check_private_file(path: Path, *, create: bool = False) -> bool:
+    """Check a file of ours that another library opens by name (the SQLite ledger): whether
+    it exists, after creating it empty and private with `create`."""
+    try:
+        fd = open_private(path, os.O_RDWR | (os.O_CREAT if create else 0))
+    except FileNotFoundError:
+        return False
+    os.close(fd)
+    return True
+
+
+def make_private(path: Path) -> None:
+    """Mode 0600 for a regular file of ours that another library created, checked without
+    opening it (see the SQLite ledger); nothing when it does not exist."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise untrusted(path, f"is {_kind(info.st_mode)}, not a regular file", f"rm {_q(path)}")
+    _check_owner_and_mode(path, info)
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o600)
+
+
+def read_private(path: Path, limit: int) -> bytes | None:
+    """At most `limit` bytes of a file of ours; None when it is missing or larger (a cache
+    that big is not one we wrote)."""
+    try:
+        fd = open_private(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
 def write_private(path: Path, text: str) -> None:
-    """Replace `path` atomically with `text`, readable by its owner only (mode 0600): a
-    concurrent reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Replace `path` atomically with `text`, mode 0600: a concurrent reader sees the old file
+    or the new one, never half of one. What is in the way must be a regular file of ours."""
+    private_dir(path.parent)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(info.st_mode):
+            raise untrusted(path, f"is {_kind(info.st_mode)}, not a regular file", f"rm {_q(path)}")
+        _check_owner_and_mode(path, info)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # left by a killed process that had this pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
+            os.fchmod(out.fileno(), 0o600)
             out.write(text)
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class Untrusted(UsageError):
+    """Something in the state directory that is not ours, or not what it claims to be."""
+
+
+def untrusted(path: Path, problem: str, fix: str) -> Untrusted:
+    """The one-line refusal of something in the state directory that is not ours."""
+    return Untrusted(f"{path}: {problem}; refusing to use it (fix: {fix})")
+
+
+def _check_owner_and_mode(path: Path, info: os.stat_result) -> None:
+    me = os.geteuid()
+    if info.st_uid != me:
+        raise untrusted(
+            path,
+            f"belongs to uid {info.st_uid}, not to the user running this (uid {me})",
+            f"remove it, or chown {me} {_q(path)} if it is yours",
+        )
+    if info.st_mode & 0o022:
+        mode = stat.S_IMODE(info.st_mode)
+        private = 0o700 if stat.S_ISDIR(info.st_mode) else 0o600
+        raise untrusted(
+            path,
+            f"is writable by group or others (mode {mode:04o})",
+            f"chmod {private:o} {_q(path)}",
+        )
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISREG, "a regular file"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _q(path: Path) -> str:
+    import shlex  # only an error message needs it
+
+    return shlex.quote(str(path))

@@ -2,7 +2,8 @@
 
 Read top to bottom: load the job, check the slot, take the lock, check the market, run the
 agent, record, exit. Each step is a call into the module named after it. Nothing heavy is
-imported before the market says the agent will run, so a skip stays light.
+imported before the market says the agent will run, so a skip stays light; once it will run,
+the MCP server starts at once and imports its world while this process imports pydantic-ai.
 """
 
 import logging
@@ -11,30 +12,47 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from tasty_oneshot import paths, secrets
 from tasty_oneshot.agent import check_ready
+from tasty_oneshot.env_file import load_env_file
 from tasty_oneshot.errors import (
     EXIT_FAILED,
     EXIT_LOCKED,
     EXIT_OK,
+    EXIT_SIGHUP,
     EXIT_SIGINT,
     EXIT_SIGTERM,
     EXIT_TIMEOUT,
+    StateFault,
     UsageError,
     one_line,
 )
-from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, load_env_file, load_jobs_file, resolve_job
-from tasty_oneshot.ledger import Ledger, Usage
-from tasty_oneshot.lock import JobLock, JobLocked
-from tasty_oneshot.market import Credentials, cached_verdict
-from tasty_oneshot.notify import notify_outcome
+from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job
+from tasty_oneshot.jobs_file import JobsFile, load_jobs_file, notify_sources
+from tasty_oneshot.ledger import Finish, RunStart, Usage, host_name, open_ledger
+from tasty_oneshot.lock import JobLocked
+from tasty_oneshot.market import Credentials, Verdict, cached_verdict
+from tasty_oneshot.notify import check_urls, notify_outcome
 from tasty_oneshot.schedule import check_slot, now_nyc
 
+if TYPE_CHECKING:
+    from tasty_oneshot.mcp_server import StdioServer
+    from tasty_oneshot.spool import Reservation
+
 log = logging.getLogger("tasty_oneshot")
+T = TypeVar("T")
+
+# The signals that stop a run, and the exit code each gives (SIGHUP: an ssh session closed).
+STOP_SIGNALS = {
+    signal.SIGTERM: EXIT_SIGTERM,
+    signal.SIGINT: EXIT_SIGINT,
+    signal.SIGHUP: EXIT_SIGHUP,
+}
 
 
 class RunRequest(NamedTuple):
@@ -50,7 +68,7 @@ class RunRequest(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    status: str  # ok, failed, skipped, timeout, interrupted
+    status: str  # ok, failed, skipped, locked, timeout, interrupted
     reason: str
     exit_code: int
     output: str | None = None
@@ -58,30 +76,28 @@ class Outcome(NamedTuple):
     cost: float | None = None
 
 
-def load_job(request: RunRequest, *, cache: bool = False) -> Job:
-    """The job to run: env files loaded, the jobs file read, the command line applied.
-
-    With `cache`, the parsed jobs file is cached in the state directory.
-    """
+def load_job(request: RunRequest) -> tuple[Job, JobsFile | None]:
+    """The job to run, and the jobs file it came from: env files loaded first, the whole jobs
+    file read and checked, the command line applied."""
     if request.env_file:
         load_env_file(Path(request.env_file), required=True)
     load_env_file(Path(".env"), required=False)
     config = paths.config_path(request.config)
-    cache_dir = paths.state_dir() if cache and config else None
-    jobs_file = load_jobs_file(config, cache_dir) if config else None
-    return resolve_job(
+    jobs_file = load_jobs_file(config) if config else None
+    job = resolve_job(
         jobs_file,
         job_name=request.job,
         instructions=request.instructions,
         name=request.name,
         options=request.options,
     )
+    return job, jobs_file
 
 
 def run(request: RunRequest) -> int:
     """One invocation: check the job, then slot, lock, market, agent; record; exit code."""
     started_at, started = now_nyc(), time.monotonic()
-    job = load_job(request, cache=True)
+    job, jobs_file = load_job(request)
     secrets.register_environment()
     secrets.register_urls(job.notify)
     if job.mcp is not None and job.mcp.url:  # a remote server's URL may carry a token
@@ -94,21 +110,24 @@ def run(request: RunRequest) -> int:
     if request.scheduled and job.schedule.is_empty:
         raise UsageError(f"--scheduled: job {job.name} has no schedule for a timer to keep")
     check_ready(job)
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    # Until the agent phase installs its own handlers, SIGTERM stops the run right here.
+    state = paths.state_dir()
+    check_urls(notify_sources(jobs_file, request.options), state)
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    # Until the agent phase installs its own handlers, SIGTERM and SIGHUP stop the run here.
     signal.signal(signal.SIGTERM, _raise_interrupted)
-    deadline = started + job.timeout
-    invocation = Invocation(job, request, paths.state_dir(), started_at, deadline)
-    log.info("job %s: %s", job.name, job.schedule.describe())
+    signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
-        return _slot_lock_market_agent(invocation)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        sigint = isinstance(exc, KeyboardInterrupt)
-        name, code = ("SIGINT", EXIT_SIGINT) if sigint else ("SIGTERM", EXIT_SIGTERM)
-        reason = f"stopped by {name} before the agent started"
-        return invocation.record(Outcome("interrupted", reason, code))
+        invocation = Invocation(job, request, state, started_at, started + job.timeout)
+        log.info("job %s: %s", job.name, job.schedule.describe())
+        try:
+            return _slot_lock_market_agent(invocation)
+        except (KeyboardInterrupt, Interrupted) as exc:
+            sig = signal.Signals(exc.signum) if isinstance(exc, Interrupted) else signal.SIGINT
+            reason = f"stopped by {sig.name} before the agent started"
+            return invocation.record(Outcome("interrupted", reason, STOP_SIGNALS[sig]))
+        finally:
+            invocation.close()
     finally:
-        invocation.ledger.close()
         for sig, handler in handlers.items():  # as they were, for a caller in this process
             signal.signal(sig, handler)
 
@@ -122,16 +141,19 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
             return run.record(Outcome("skipped", check.skip_reason, EXIT_OK))
         run.slot = check.slot
 
-    lock = JobLock(run.state, job.name)
+    lock = run.ledger.job_lock(job.name)
     try:
         lock.acquire()
     except JobLocked:
-        reason = f"another run of {job.name} holds {lock.path}"
+        reason = f"another run of {job.name} holds its lock ({run.ledger.where})"
         return run.record(Outcome("locked", reason, EXIT_LOCKED))
     try:
+        # Holding the job's lock: any run of it still `running` in the ledger is dead.
+        run.ledger.abandon_dead(job.name, os.getpid(), host_name())
         if run.slot is not None and run.ledger.slot_used(job.name, run.slot):
             reason = f"slot {run.slot.isoformat()} already done"
             return run.record(Outcome("skipped", reason, EXIT_OK))
+        verdict = None
         if not job.ignore_market_hours:
             # Most skips are decided here, from today's cached session, with nothing heavy
             # imported (not even asyncio).
@@ -140,7 +162,7 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
                 return run.record(Outcome("skipped", verdict.describe(), EXIT_OK))
         import asyncio  # here, not at the top: a skip must stay light
 
-        return run.record(asyncio.run(_stoppable(run)))
+        return run.record(asyncio.run(_stoppable(run, verdict)))
     finally:
         lock.release()
 
@@ -153,11 +175,12 @@ class Invocation:
         self, job: Job, request: RunRequest, state: Path, started_at: datetime, deadline: float
     ) -> None:
         self.job, self.request, self.state = job, request, state
-        self.ledger = Ledger(state)
         self.started_at, self.deadline = started_at, deadline
+        self.ledger = open_ledger(state)
         # The fire time this run keeps, once the slot guard found it.
         self.slot: datetime | None = None
         self.run_id: int | None = None  # the ledger row, once the agent starts
+        self.reservation: Reservation | None = None  # space for the outcome, meanwhile
         self.usage = Usage()
         self.cost: float | None = None
         self.notes: list[str] = []  # what became of the agent's own notify calls
@@ -168,152 +191,268 @@ class Invocation:
         """The market is judged at the slot's fire time, or now without a slot."""
         return self.slot or now_nyc()
 
-    def start_agent(self) -> None:
-        """Record that the agent is starting: from now on the slot is used up."""
-        self.run_id = self.ledger.start(
-            self.job.name,
+    def start(self) -> RunStart:
+        return RunStart(
+            job=self.job.name,
             started_at=self.started_at,
             slot=self.slot,
             model=self.job.model,
             trading=self.job.trading,
             scheduled=self.request.scheduled,
             pid=os.getpid(),
+            host=host_name(),
         )
+
+    def claim(self) -> bool:
+        """Claim the slot and record that the agent is starting: from now on the slot is
+        used up, and the outcome has space kept for it. False: another run has the slot."""
+        from tasty_oneshot.spool import Reservation
+
+        reservation = Reservation(self.state)
+        run_id = self.ledger.claim(self.start())
+        if run_id is None:
+            reservation.discard()
+            return False
+        self.run_id, self.reservation = run_id, reservation
+        return True
 
     def record(self, outcome: Outcome) -> int:
         """Record the outcome, print the agent's output, alert if asked to; the exit code.
 
         Once: a signal that arrives after this began cannot turn a finished run into an
-        interrupted one; signals are ignored from here to the exit.
+        interrupted one; signals are ignored from here to the exit. An outcome the ledger
+        cannot take is kept for the next invocation; it is printed and alerted all the same.
         """
         if self.exit_code is not None:
             return self.exit_code
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         level = logging.INFO if outcome.exit_code in (EXIT_OK, EXIT_LOCKED) else logging.ERROR
-        log.log(
-            logging.WARNING if outcome.status == "locked" else level,
-            "%s: %s",
-            outcome.status,
-            outcome.reason,
-        )
-        job = self.job
+        if outcome.status == "locked":
+            level = logging.WARNING
+        elif outcome.status == "skipped" and not self.request.scheduled:
+            level = logging.WARNING  # a person at a terminal: say why nothing ran
+        log.log(level, "%s: %s", outcome.status, outcome.reason)
+        self.exit_code = outcome.exit_code
         if self.run_id is None:
-            self.run_id = self.ledger.record(
-                job.name,
-                outcome.status,
-                outcome.reason,
-                started_at=self.started_at,
-                finished_at=now_nyc(),
-                exit_code=outcome.exit_code,
-                slot=self.slot,
-                model=job.model,
-                scheduled=self.request.scheduled,
-                trading=job.trading,
-                pid=os.getpid(),
+            self._keep_or_warn(
+                lambda: self.ledger.record(
+                    self.start(), outcome.status, outcome.reason, now_nyc(), outcome.exit_code
+                )
             )
         else:
-            self.ledger.finish(
-                self.run_id,
-                outcome.status,
-                outcome.reason,
-                finished_at=now_nyc(),
-                exit_code=outcome.exit_code,
-                output=outcome.output,
-                usage=outcome.usage,
-                cost=outcome.cost,
-            )
-        if self.notes:  # the agent's own notify calls, recorded with the outcome
-            self.ledger.note_notify(self.run_id, "; ".join(self.notes))
-        self.exit_code = outcome.exit_code
-        # Signals stay ignored: the outcome is decided and recorded, and the alert below
-        # gives up within seconds, so the exit code always agrees with the ledger.
+            self._finish(outcome)
         if outcome.output is not None:
-            shown = secrets.redact(outcome.output)
-            sys.stdout.write(shown.rstrip("\n") + "\n")
-            sys.stdout.flush()
+            print_output(outcome.output)
         text = outcome.output if outcome.status == "ok" else outcome.reason
+        job = self.job
         alerted = notify_outcome(job.notify, job.notify_on, job.name, outcome.status, text or "")
-        if alerted:
-            self.ledger.note_notify(self.run_id, "; ".join([*self.notes, alerted]))
+        notes = [*self.notes, alerted] if alerted else self.notes
+        run_id = self.run_id
+        if notes and run_id is not None:
+            self._keep_or_warn(lambda: self.ledger.note_notify(run_id, "; ".join(notes)))
         return outcome.exit_code
+
+    def _finish(self, outcome: Outcome) -> None:
+        run_id, reservation = self.run_id, self.reservation
+        assert run_id is not None and reservation is not None
+        finish = Finish(
+            status=outcome.status,
+            reason=outcome.reason,
+            finished_at=now_nyc(),
+            exit_code=outcome.exit_code,
+            output=outcome.output,
+            usage=outcome.usage,
+            cost=outcome.cost,
+        )
+        try:
+            self.ledger.finish(run_id, finish)
+        except StateFault as exc:
+            try:
+                kept = reservation.keep(self.ledger.where, run_id, finish)
+            except OSError as err:
+                log.error("%s; the outcome could not be kept either (%s)", exc, err.strerror)
+            else:
+                log.warning("%s; the outcome is kept in %s for the next run to write in", exc, kept)
+        else:
+            reservation.discard()
+
+    @staticmethod
+    def _keep_or_warn(write: Callable[[], object]) -> None:
+        try:
+            write()
+        except StateFault as exc:
+            log.warning("%s; not recorded", exc)
+
+    def close(self) -> None:
+        if self.reservation is not None:
+            self.reservation.discard()
+        self.ledger.close()
+
+
+def print_output(output: str) -> None:
+    """The agent's answer on stdout. A stdout that cannot take it (`> /dev/full`, a closed
+    pipe) does not change the outcome: the ledger has it, and stderr says so."""
+    try:
+        sys.stdout.write(secrets.redact(output).rstrip("\n") + "\n")
+        sys.stdout.flush()
+    except OSError as exc:
+        log.warning(
+            "could not write the output to stdout (%s); it is in the ledger "
+            "(tasty-oneshot history --json)",
+            exc.strerror or type(exc).__name__,
+        )
+        # What is still buffered would fail again when Python exits: send it nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 class Interrupted(Exception):
-    """SIGTERM arrived before the agent phase took over signal handling."""
+    """SIGTERM or SIGHUP arrived before the agent phase took over signal handling."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = STOP_SIGNALS[signal.Signals(signum)]
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
-    raise Interrupted
+    raise Interrupted(signum)
 
 
-async def _stoppable(run: Invocation) -> Outcome:
-    """The market check and the agent, stopped by the timeout, SIGTERM or SIGINT."""
+async def _stoppable(run: Invocation, verdict: Verdict | None) -> Outcome:
+    """The market check and the agent, stopped by the timeout, SIGTERM, SIGINT or SIGHUP."""
     import asyncio
 
     loop = asyncio.get_running_loop()
     stopped_by: list[str] = []
-    work = asyncio.ensure_future(_market_then_agent(run))
+    work = asyncio.ensure_future(_market_then_agent(run, verdict))
 
     def stop(why: str) -> None:
         if not stopped_by:
             stopped_by.append(why)
             work.cancel()
 
-    loop.add_signal_handler(signal.SIGTERM, stop, "SIGTERM")
-    loop.add_signal_handler(signal.SIGINT, stop, "SIGINT")
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig.name)
     loop.call_later(max(0.0, run.deadline - time.monotonic()), stop, "timeout")
     try:
         return await work
     except asyncio.CancelledError:
         if not stopped_by:  # cancelled from inside a library, not by us
             return Outcome("failed", "error: the run was cancelled", EXIT_FAILED)
-        outcome = {
-            "timeout": Outcome(
+        why = stopped_by[0]
+        if why == "timeout":
+            outcome = Outcome(
                 "timeout", f"passed its timeout of {run.job.timeout:g}s", EXIT_TIMEOUT
-            ),
-            "SIGTERM": Outcome("interrupted", "stopped by SIGTERM", EXIT_SIGTERM),
-            "SIGINT": Outcome("interrupted", "stopped by SIGINT", EXIT_SIGINT),
-        }[stopped_by[0]]
+            )
+        else:
+            code = STOP_SIGNALS[signal.Signals[why]]
+            outcome = Outcome("interrupted", f"stopped by {why}", code)
         return outcome._replace(usage=run.usage, cost=run.cost)
 
 
-async def _market_then_agent(run: Invocation) -> Outcome:
+async def _market_then_agent(run: Invocation, verdict: Verdict | None) -> Outcome:
     job = run.job
     if not job.ignore_market_hours:
-        from tasty_oneshot.market import MarketCheckError, check_market
+        if verdict is None:
+            from tasty_oneshot.market import MarketCheckError, check_market
 
-        try:
-            verdict = await check_market(
-                run.market_time, run.state / "market", Credentials.from_env()
-            )
-        except MarketCheckError as exc:
-            return Outcome("failed", f"market check failed: {exc}", EXIT_FAILED)
+            try:
+                verdict = await check_market(
+                    run.market_time, run.state / "market", Credentials.from_env()
+                )
+            except MarketCheckError as exc:
+                return Outcome("failed", f"market check failed: {exc}", EXIT_FAILED)
         log.info(verdict.describe())
         if not verdict.open:
             return Outcome("skipped", verdict.describe(), EXIT_OK)
 
-    from tasty_oneshot.agent import AgentFailed, run_agent
-
-    if time.monotonic() >= run.deadline:  # a blocking step (an import) used up the time
+    # The run goes ahead. The MCP server starts now and imports its world while this process
+    # imports pydantic-ai (in a thread, so a timeout or a signal still stops the run).
+    if time.monotonic() >= run.deadline:  # a blocking step (the calendar) used up the time
         return Outcome("timeout", f"passed its timeout of {job.timeout:g}s", EXIT_TIMEOUT)
-    previous = run.ledger.last_success(job.name) if job.remember == "last" else None
-    run.start_agent()
-    log.info("running the agent (model %s, trading %s)", job.model, job.trading)
+    server = _start_server(run)
     try:
-        result = await run_agent(job, now_nyc(), run.state / "logs", run, previous)
-    except AgentFailed as exc:
-        return Outcome("failed", exc.reason, EXIT_FAILED, usage=exc.usage, cost=exc.cost)
-    except Exception as exc:  # anything unforeseen is a failed run, never a crash
-        return Outcome("failed", f"error: {one_line(exc)}", EXIT_FAILED)
-    return Outcome(
-        "ok",
-        "the agent finished",
-        EXIT_OK,
-        output=result.output,
-        usage=result.usage,
-        cost=result.cost,
-    )
+        agent = await in_thread(_import_agent)
+        model = agent.resolve_model(job)  # a typo is exit 2 here, before the slot is used
+        if time.monotonic() >= run.deadline:
+            return Outcome("timeout", f"passed its timeout of {job.timeout:g}s", EXIT_TIMEOUT)
+        previous = run.ledger.last_success(job.name) if job.remember == "last" else None
+        if not run.claim():
+            return Outcome("skipped", "slot already done (by another invocation)", EXIT_OK)
+        if server is not None:
+            server.log.begin(run.run_id)
+        log.info("running the agent (model %s, trading %s)", job.model, job.trading)
+        try:
+            result = await agent.run_agent(job, model, server, now_nyc(), run, previous)
+        except agent.AgentFailed as exc:
+            return Outcome("failed", exc.reason, EXIT_FAILED, usage=exc.usage, cost=exc.cost)
+        except Exception as exc:  # anything unforeseen is a failed run, never a crash
+            return Outcome("failed", f"error: {one_line(exc)}", EXIT_FAILED)
+        return Outcome(
+            "ok",
+            "the agent finished",
+            EXIT_OK,
+            output=result.output,
+            usage=result.usage,
+            cost=result.cost,
+        )
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _start_server(run: Invocation) -> "StdioServer | None":
+    """Spawn the job's stdio MCP server (None for a remote one); its log names the run."""
+    from tasty_oneshot.mcp_server import StdioServer, command_and_args
+    from tasty_oneshot.server_log import ServerLog
+
+    if run.job.mcp is not None and run.job.mcp.url:
+        return None
+    command, args = command_and_args(run.job.mcp)
+    logs = paths.private_dir(run.state / "logs")
+    server = StdioServer(command, args, ServerLog(logs / f"{run.job.name}.mcp.log"))
+    server.start()
+    return server
+
+
+def _import_agent() -> Any:
+    import tasty_oneshot.agent as agent
+
+    agent.import_pydantic_ai()
+    return agent
+
+
+async def in_thread[T](function: Callable[[], T]) -> T:
+    """`function()` in a daemon thread: the event loop stays free to act on a timeout or a
+    signal meanwhile, and the exit never waits for a thread it no longer needs."""
+    import asyncio
+    import threading
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def target() -> None:
+        try:
+            result = function()
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, done, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, result, None)
+
+    threading.Thread(target=target, name="import", daemon=True).start()
+    return await done
+
+
+def _settle(future: Any, result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def generate_units_command(request: RunRequest, job: Job) -> str:

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from tasty_oneshot import runner
-from tasty_oneshot.ledger import Ledger
+from tasty_oneshot.ledger.sqlite import SqliteLedger
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -40,7 +40,7 @@ def test_signal_during_the_slot_check_is_recorded_as_interrupted(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    ledger = Ledger(tmp_path / "state")
+    ledger = SqliteLedger(tmp_path / "state")
     [row] = ledger.runs()
     ledger.close()
     assert row["status"] == "interrupted" and row["exit_code"] == code

@@ -3,36 +3,28 @@
 from datetime import datetime
 
 from tasty_oneshot.history import history
-from tasty_oneshot.ledger import Ledger, Usage
+from tasty_oneshot.ledger import Finish, RunStart, Usage
+from tasty_oneshot.ledger.sqlite import SqliteLedger
 from tasty_oneshot.schedule import NYC
 
 AT = datetime(2026, 11, 27, 10, 0, tzinfo=NYC)
 
 
-def agent_run(ledger: Ledger, job: str, tokens: int, cost: float | None) -> None:
-    run_id = ledger.start(
-        job, started_at=AT, slot=None, model="m", trading="read-only", scheduled=False, pid=1
-    )
-    ledger.finish(
-        run_id,
-        "ok",
-        "the agent finished",
-        finished_at=AT,
-        exit_code=0,
-        output="done",
-        usage=Usage(1, tokens, 0, 0),
-        cost=cost,
-    )
+def agent_run(ledger: SqliteLedger, job: str, tokens: int, cost: float | None) -> None:
+    run_id = ledger.claim(RunStart(job, AT, model="m", trading="read-only", pid=1))
+    assert run_id is not None
+    finish = Finish("ok", "the agent finished", AT, 0, "done", Usage(1, tokens, 0, 0), cost)
+    assert ledger.finish(run_id, finish)
 
 
 def test_totals_say_when_only_some_agent_runs_could_be_priced(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TASTY_ONESHOT_STATE_DIR", str(tmp_path))
-    ledger = Ledger(tmp_path)
+    ledger = SqliteLedger(tmp_path)
     agent_run(ledger, "priced", 100, 0.5)
     agent_run(ledger, "priced", 50, 0.25)
     agent_run(ledger, "mixed", 10, 0.125)
     agent_run(ledger, "mixed", 20, None)
-    ledger.record("mixed", "skipped", "market closed", started_at=AT, finished_at=AT, exit_code=0)
+    ledger.record(RunStart("mixed", AT), "skipped", "market closed", AT, 0)
     agent_run(ledger, "unpriced", 7, None)
     ledger.close()
     assert history(job=None, limit=20, since=None, as_json=False) == 0
@@ -48,16 +40,9 @@ def test_a_skip_or_lock_refusal_reason_is_redacted_in_the_ledger(tmp_path, monke
 
     monkeypatch.setattr(secrets, "_values", set())
     secrets.register("tt-refresh-token-789")
-    ledger = Ledger(tmp_path)
+    ledger = SqliteLedger(tmp_path)
     for status in ("skipped", "locked"):
-        ledger.record(
-            "job",
-            status,
-            "held by tt-refresh-token-789",
-            started_at=AT,
-            finished_at=AT,
-            exit_code=0,
-        )
+        ledger.record(RunStart("job", AT), status, "held by tt-refresh-token-789", AT, 0)
     reasons = [row["reason"] for row in ledger.runs()]
     ledger.close()
     assert reasons == ["held by ***", "held by ***"]

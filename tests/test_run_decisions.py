@@ -18,7 +18,7 @@ import pytest
 from conftest import FAKETIME
 
 from tasty_oneshot import market, runner, secrets
-from tasty_oneshot.ledger import Ledger
+from tasty_oneshot.ledger.sqlite import SqliteLedger
 from tasty_oneshot.schedule import NYC
 
 HEAVY = ("pydantic_ai", "pydantic", "mcp", "fastmcp", "tastytrade", "pandas", "asyncio", "httpx")
@@ -110,7 +110,7 @@ def test_a_timeout_used_up_before_the_agent_ends_124_and_leaves_the_slot_free(
     monkeypatch.setattr(runner, "now_nyc", lambda: datetime(2026, 11, 30, 9, 31, tzinfo=NYC))
     code = runner.run(runner.RunRequest(job="check", scheduled=True))
     assert code == 124
-    ledger = Ledger(ws.state)
+    ledger = SqliteLedger(ws.state)
     try:
         [row] = ledger.runs()
         assert row["status"] == "timeout" and row["exit_code"] == 124, row

@@ -21,6 +21,8 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from tasty_oneshot.agent import mcp_toolset
 from tasty_oneshot.jobs import McpServer
+from tasty_oneshot.mcp_server import StdioServer
+from tasty_oneshot.server_log import ServerLog
 from tasty_oneshot.trading import TradingPolicy
 
 ALL_TOOLS = {
@@ -75,10 +77,19 @@ def run_policy(
             )
         return ModelResponse(parts=[TextPart("done")])
 
-    server = McpServer(command=sys.executable, args=(str(FAKE_SERVER), str(record), *server_flags))
-    toolset = TradingPolicy(mcp_toolset(server, tmp_path / "server.log"), mode=mode)
-    agent = Agent(FunctionModel(model), toolsets=[toolset])
-    result = asyncio.run(agent.run("Do the task"))
+    # The server and toolset a run builds: a started stdio server, its pipes as the transport.
+    server = StdioServer(
+        sys.executable,
+        [str(FAKE_SERVER), str(record), *server_flags],
+        ServerLog(tmp_path / "x.log"),
+    )
+    server.start()
+    try:
+        toolset = TradingPolicy(mcp_toolset(McpServer(command=sys.executable), server), mode=mode)
+        agent = Agent(FunctionModel(model), toolsets=[toolset])
+        result = asyncio.run(agent.run("Do the task"))
+    finally:
+        server.stop()
 
     returns = {
         part.tool_call_id: part

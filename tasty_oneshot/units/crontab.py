@@ -117,9 +117,15 @@ def check_expressible(schedule: Schedule) -> None:
 
 def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[str]:
     """The crontab lines for `job` on a cron daemon running in `zone`."""
+    entry = _escape(command)
+    return [f"{fields} {entry}" for fields in cron_schedules(job, zone, now)]
+
+
+def cron_schedules(job: Job, zone: ZoneInfo, now: datetime) -> list[str]:
+    """The five time and date fields of each of `job`'s lines for a cron in `zone` (in New
+    York's own zone: exactly the job's fire times, what a Kubernetes CronJob needs)."""
     schedule = job.schedule
     check_expressible(schedule)
-    entry = _escape(command)
     days: list[int] | None
     months: list[int] | None
     weekdays: list[int] | None
@@ -132,7 +138,7 @@ def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[st
         fire_time = {(fire.hour, fire.minute)}
         make_fields = _repeated_hour_fields if fire.fold else _minute_hour_fields
         [(minute_field, hour_field)] = make_fields(fire_time)
-        return [f"{minute_field} {hour_field} {fire.day} {fire.month} * {entry}"]
+        return [f"{minute_field} {hour_field} {fire.day} {fire.month} *"]
     else:
         nyc_times = [(offset // 3600, offset % 3600 // 60) for offset in schedule.offsets()]
         days = months = weekdays = None
@@ -154,7 +160,7 @@ def cron_lines(job: Job, zone: ZoneInfo, command: str, now: datetime) -> list[st
             plain = {(h, m) for h, m in there_times if h not in repeated}
             fields = _minute_hour_fields(plain) + _repeated_hour_fields(there_times - plain)
         for minute_field, hour_field in fields:
-            lines.append(f"{minute_field} {hour_field} {dom} {month} {dow} {entry}")
+            lines.append(f"{minute_field} {hour_field} {dom} {month} {dow}")
     return lines
 
 

@@ -1,0 +1,213 @@
+"""Reading the jobs file: bytes to checked keys, every job, every time.
+
+Nothing about it is cached: what a run does comes from the jobs file and the command line,
+never from a file in the state directory. Reading it stays cheap (libyaml, one pass): the
+bytes must be UTF-8 and at most MAX_BYTES, the YAML at most MAX_DEPTH deep and MAX_NODES
+nodes counted through aliases, no key given twice. Then `${VAR}` in strings is replaced from
+the environment, relative `mcp` paths are read against the file's own directory, and every
+key is checked. Each error is one line naming the file, the job and the key.
+"""
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from tasty_oneshot.errors import UsageError
+from tasty_oneshot.jobs import (
+    JOB_KEYS,
+    NAME,
+    NAME_RULE,
+    TOP_KEYS,
+    McpServer,
+    check_keys,
+    schedule_from,
+)
+
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 16
+MAX_NODES = 100_000
+VARIABLE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class JobsFile(NamedTuple):
+    path: Path
+    defaults: dict[str, Any]  # top-level keys, checked
+    jobs: dict[str, dict[str, Any]]  # name -> the job's own keys, checked
+
+
+def load_jobs_file(path: Path) -> JobsFile:
+    """Read and check the whole jobs file: every job, not just the one asked for."""
+    data = _parse(path, _read(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping with 'jobs' at the top level")
+    data = dict(data)
+    raw_jobs = data.pop("jobs", None) or {}
+    if not isinstance(raw_jobs, dict):
+        raise UsageError(f"{path}: key 'jobs': expected a mapping of job names to jobs")
+    where = f"{path}: "
+    defaults = _relative_mcp(check_keys(_interpolated(data, where), TOP_KEYS, where), path)
+    jobs = {}
+    for job_name, raw in raw_jobs.items():
+        where = f"{path}: job '{str(job_name)[:80]}': "
+        if not isinstance(job_name, str) or not NAME.match(job_name):
+            raise UsageError(f"{where}the name must be {NAME_RULE}")
+        if not isinstance(raw, dict):
+            raise UsageError(f"{where}expected a mapping of keys")
+        keys = _relative_mcp(check_keys(_interpolated(raw, where), JOB_KEYS, where), path)
+        if "instructions" not in keys:
+            raise UsageError(f"{where}key 'instructions': missing")
+        schedule_from(keys, where)  # the keys must also make sense together
+        jobs[job_name] = keys
+    return JobsFile(path=path, defaults=defaults, jobs=jobs)
+
+
+def notify_sources(
+    jobs_file: JobsFile | None, options: dict[str, Any]
+) -> list[tuple[str, tuple[str, ...]]]:
+    """Every Apprise URL of the jobs file and the command line, with where it comes from."""
+    sources = []
+    if jobs_file is not None:
+        sources.append((f"{jobs_file.path}: ", jobs_file.defaults.get("notify", ())))
+        for name, keys in jobs_file.jobs.items():
+            sources.append((f"{jobs_file.path}: job '{name}': ", keys.get("notify", ())))
+    sources.append(("", options.get("notify", ())))
+    return sources
+
+
+def _read(path: Path) -> str:
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the jobs file: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise UsageError(f"{path}: the jobs file is larger than {MAX_BYTES >> 20} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UsageError(
+            f"{path}: not UTF-8 text (line {line}: byte {data[exc.start]:#04x})"
+        ) from None
+
+
+def _parse(path: Path, text: str) -> Any:
+    """The YAML document, refusing keys given twice, absurd nesting and alias bombs."""
+    import yaml
+
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_shape(path, node)
+        return loader.construct_document(node) if node is not None else None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or "invalid YAML").split())
+        raise UsageError(f"{path}: not valid YAML{at}: {problem}") from None
+    except (RecursionError, MemoryError, ValueError, OverflowError) as exc:
+        # e.g. a date like 2026-02-31, or a timestamp out of range
+        raise UsageError(f"{path}: not a jobs file YAML can hold: {type(exc).__name__}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_shape(path: Path, root: Any) -> None:
+    """Refuse what no jobs file needs: deep nesting, too many nodes, a key given twice."""
+    import yaml
+
+    stack: list[tuple[Any, tuple[str, ...], int]] = [(root, (), 1)]
+    seen_nodes = 0
+    while stack:
+        node, trail, depth = stack.pop()
+        seen_nodes += 1
+        if seen_nodes > MAX_NODES:
+            raise UsageError(f"{path}: more than {MAX_NODES} YAML nodes (aliases counted)")
+        if depth > MAX_DEPTH:
+            raise UsageError(f"{path}: {_place(trail)}nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, trail, depth + 1) for item in reversed(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            names: set[str | None] = set()
+            children = []
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name in names:
+                    place = _place((*trail, name))
+                    what = (
+                        "defined twice" if len(trail) == 1 and trail[0] == "jobs" else "given twice"
+                    )
+                    line = key.start_mark.line + 1
+                    raise UsageError(f"{path}: {place}{what} (line {line})")
+                names.add(name)
+                children.append((value, (*trail, str(name)[:80]), depth + 1))
+            stack.extend(reversed(children))
+
+
+def _place(trail: tuple[str, ...]) -> str:
+    """How an error names a place in the file: `job 'x': key 'a.b': `, `key 'a': `, ``."""
+    if len(trail) >= 2 and trail[0] == "jobs":
+        keys = f"key '{'.'.join(trail[2:])}': " if len(trail) > 2 else ""
+        return f"job '{trail[1]}': {keys}"
+    return f"key '{'.'.join(trail)}': " if trail else ""
+
+
+def _interpolated(keys: dict[Any, Any], where: str) -> dict[Any, Any]:
+    """`${VAR}` in every string of these keys, from the environment (`$${` is a literal)."""
+    out = {}
+    for key, value in keys.items():
+
+        def missing(name: str, key: Any = key) -> str:
+            raise UsageError(
+                f"{where}key '{str(key)[:80]}': ${{{name}}} is not set "
+                "(set it in the environment, ./.env or --env-file)"
+            )
+
+        out[key] = _substitute(value, missing)
+    return out
+
+
+def _substitute(value: Any, missing: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            if match[1]:
+                return "${" + match[2] + "}"
+            found = os.environ.get(match[2])
+            return found if found is not None else missing(match[2])
+
+        return VARIABLE.sub(replace, value)
+    if isinstance(value, list):
+        return [_substitute(item, missing) for item in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, missing) for k, v in value.items()}
+    return value
+
+
+def _relative_mcp(keys: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A stdio server's relative command, and args naming files, are read against the jobs
+    file's directory, not the working directory (a timer's is $HOME or /)."""
+    server = keys.get("mcp")
+    if server is None or server.command is None:
+        return keys
+    base = path.parent
+    command = server.command
+    if os.sep in command and not os.path.isabs(command):
+        command = str(base / command)
+    args = tuple(str(base / arg) if _names_a_file(base, arg) else arg for arg in server.args)
+    return {**keys, "mcp": McpServer(command=command, args=args)}
+
+
+def _names_a_file(base: Path, arg: str) -> bool:
+    if os.path.isabs(arg):
+        return False
+    try:
+        return (base / arg).exists()
+    except (OSError, ValueError):  # too long, or a NUL: not a file name
+        return False

@@ -1,0 +1,142 @@
+"""The run ledger: one row per invocation that got past argument checks.
+
+One small interface, two implementations chosen once, in `open_ledger`: SQLite in the state
+directory (the default, one host) and PostgreSQL (hosts that share it share everything the
+ledger decides). The runner never learns which it has.
+
+A run that starts the agent is written twice: a `running` row that claims its slot before
+the agent starts (so the slot counts as used even if the process is killed), then its outcome.
+A `running` row whose process is gone is reported as `abandoned` once nobody holds the job's
+lock; the next run of the job, holding that lock, records it so.
+"""
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+from tasty_oneshot.schedule import NYC
+
+STATUSES = ("ok", "failed", "skipped", "locked", "timeout", "interrupted", "running", "abandoned")
+AGENT_STATUSES = ("ok", "failed", "timeout", "interrupted", "running", "abandoned")
+
+
+class Usage(NamedTuple):
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    tool_calls: int = 0
+
+
+class RunStart(NamedTuple):
+    """What is known of an invocation when it begins."""
+
+    job: str
+    started_at: datetime
+    slot: datetime | None = None
+    model: str | None = None
+    trading: str | None = None
+    scheduled: bool = False
+    pid: int = 0
+    host: str = ""
+
+
+class Finish(NamedTuple):
+    """How a run that started the agent ended."""
+
+    status: str
+    reason: str
+    finished_at: datetime
+    exit_code: int
+    output: str | None = None
+    usage: Usage = Usage()
+    cost: float | None = None
+
+
+class JobLockLike(Protocol):
+    def acquire(self) -> None: ...  # raises lock.JobLocked when another run holds it
+    def release(self) -> None: ...
+
+
+class Ledger(Protocol):
+    where: str  # the file or the database, for messages (never a password)
+
+    def job_lock(self, job: str) -> JobLockLike: ...
+    def claim(self, start: RunStart) -> int | None: ...
+    def record(
+        self, start: RunStart, status: str, reason: str, finished_at: datetime, exit_code: int
+    ) -> int: ...
+    def finish(self, run_id: int, finish: Finish) -> bool: ...
+    def note_notify(self, run_id: int, text: str) -> None: ...
+    def abandon_dead(self, job: str, pid: int, host: str) -> int: ...
+    def slot_used(self, job: str, slot: datetime) -> bool: ...
+    def last_success(self, job: str) -> tuple[str, str] | None: ...
+    def runs(
+        self,
+        job: str | None = None,
+        limit: int | None = None,
+        since: datetime | None = None,
+        status: str | None = None,
+    ) -> list[dict[str, Any]]: ...
+    def totals(self, job: str | None, since: datetime | None) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
+def open_ledger(state: Path) -> Ledger:
+    """The configured ledger, with any outcome an earlier run could not write written in."""
+    from tasty_oneshot.ledger.sqlite import SqliteLedger
+    from tasty_oneshot.spool import replay
+
+    ledger = SqliteLedger(state)
+    try:
+        replay(state, ledger)
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger
+
+
+def host_name() -> str:
+    return os.uname().nodename
+
+
+def iso(moment: datetime | None) -> str | None:
+    """ISO-8601 with offset, in NYC time, to the second."""
+    return moment.astimezone(NYC).isoformat(timespec="seconds") if moment else None
+
+
+def utc(moment: datetime) -> str:
+    """UTC ISO-8601, for comparing times across daylight-saving offsets."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def row_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A ledger row as `history --json` gives it."""
+    return {
+        "id": row["id"],
+        "job": row["job"],
+        "status": row["status"],
+        "reason": row["reason"],
+        "slot": row["slot"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "exit_code": row["exit_code"],
+        "output": row["output"],
+        "model": row["model"],
+        "trading": row["trading"],
+        "scheduled": bool(row["scheduled"]),
+        "host": row["host"],
+        "usage": {
+            "requests": row["requests"],
+            "input_tokens": row["input_tokens"],
+            "output_tokens": row["output_tokens"],
+            "tool_calls": row["tool_calls"],
+        },
+        "cost": row["cost"],
+        "notify": row["notify"],
+    }
+
+
+def dumps(rows: list[dict[str, Any]]) -> str:
+    return json.dumps(rows, indent=2)

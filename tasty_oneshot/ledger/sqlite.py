@@ -1,0 +1,299 @@
+"""The SQLite ledger: STATE/ledger.sqlite3, one host; its job lock is a flock (lock.py).
+
+WAL mode and a bounded busy wait make it safe for several jobs writing at once. The file
+(and its -wal and -shm) must be a regular file of ours, like everything in the state
+directory. Every SQLite failure becomes one line naming the file and what to do.
+"""
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tasty_oneshot import paths
+from tasty_oneshot.errors import StateFault
+from tasty_oneshot.ledger import Finish, RunStart, iso, row_json, utc
+from tasty_oneshot.lock import JobLock, is_held, lock_path
+from tasty_oneshot.secrets import redact
+
+FILE_NAME = "ledger.sqlite3"
+SCHEMA_VERSION = 2
+WAIT_ENV = "TASTY_ONESHOT_LEDGER_WAIT"
+DEFAULT_WAIT = 10.0  # seconds to wait for a ledger another process holds locked
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    slot TEXT,
+    agent_started INTEGER NOT NULL DEFAULT 0,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    exit_code INTEGER,
+    output TEXT,
+    model TEXT,
+    trading TEXT,
+    scheduled INTEGER NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 0,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    tool_calls INTEGER NOT NULL DEFAULT 0,
+    cost REAL,
+    pid INTEGER,
+    notify TEXT,
+    started_utc TEXT,
+    host TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_job_slot ON runs (job, slot);
+CREATE INDEX IF NOT EXISTS runs_job_id ON runs (job, id);
+CREATE INDEX IF NOT EXISTS runs_started_utc ON runs (started_utc);
+"""
+# Columns added since the first version, for ledgers written by it.
+ADDED_COLUMNS = (("notify", "TEXT"), ("started_utc", "TEXT"), ("host", "TEXT"))
+
+T = TypeVar("T")
+
+
+def wait_seconds() -> float:
+    try:
+        return min(max(float(os.environ.get(WAIT_ENV, DEFAULT_WAIT)), 0.1), 3600.0)
+    except ValueError:
+        return DEFAULT_WAIT
+
+
+class SqliteLedger:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.path = state / FILE_NAME
+        self.where = str(self.path)
+        self._db: sqlite3.Connection | None = None
+        paths.check_private_file(self.path, create=True)
+        for suffix in ("-wal", "-shm", "-journal"):
+            paths.check_private_file(self.path.with_name(FILE_NAME + suffix))
+        self._guard(self._open)
+        # SQLite made them: private too, whatever the umask. Never open and close them here:
+        # closing any descriptor of a file drops this process's POSIX locks on it, SQLite's
+        # included, and another process would then rebuild the -shm under our mmap (SIGBUS).
+        for suffix in ("-wal", "-shm"):
+            paths.make_private(self.path.with_name(FILE_NAME + suffix))
+
+    def _open(self) -> None:
+        wait = wait_seconds()
+        db = sqlite3.connect(self.path, timeout=wait, isolation_level=None)
+        self._db = db
+        db.row_factory = sqlite3.Row
+        db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode = WAL")
+        if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            self._migrate(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.executescript(SCHEMA)
+        have = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+        for column, kind in ADDED_COLUMNS:
+            if column not in have:
+                db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+        # A slot is claimed once; an old ledger may already hold two claims of one (on one
+        # host the job lock keeps it so anyway).
+        with contextlib.suppress(sqlite3.IntegrityError):
+            db.execute(
+                "CREATE UNIQUE INDEX IF NOT EXISTS runs_slot_claim ON runs (job, slot)"
+                " WHERE agent_started = 1 AND slot IS NOT NULL"
+            )
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StateFault(f"{self.path}: the run ledger is not open")
+        return self._db
+
+    def _guard(self, action: Callable[[], T]) -> T:
+        """Run `action`, turning any SQLite failure into one line with what to do."""
+        try:
+            return action()
+        except sqlite3.Error as exc:
+            raise StateFault(describe(self.path, exc)) from None
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # --- the job lock and the slot ---------------------------------------------------------
+
+    def job_lock(self, job: str) -> JobLock:
+        return JobLock(self.state, job)
+
+    def claim(self, start: RunStart) -> int | None:
+        """A `running` row for a run that starts the agent: its slot is used from now on.
+        None when an earlier run already claimed the slot."""
+        try:
+            return self._insert(start, "running", "agent started", agent=1)
+        except sqlite3.IntegrityError:
+            return None  # the unique claim of (job, slot): an earlier run has it
+        except sqlite3.Error as exc:
+            raise StateFault(describe(self.path, exc)) from None
+
+    def slot_used(self, job: str, slot: datetime) -> bool:
+        """Whether an earlier invocation of this job started the agent for this slot."""
+        sql = "SELECT 1 FROM runs WHERE job=? AND slot=? AND agent_started=1 LIMIT 1"
+        return self._guard(lambda: self.db.execute(sql, (job, iso(slot))).fetchone()) is not None
+
+    def abandon_dead(self, job: str, pid: int, host: str) -> int:
+        """With the job's lock held: its other `running` rows belong to dead processes."""
+        sql = (
+            "UPDATE runs SET status='abandoned', reason=? WHERE job=? AND status='running'"
+            " AND NOT (pid IS ? AND host IS ?)"
+        )
+        reason = "abandoned: its process ended without recording an outcome (killed?)"
+        return self._guard(lambda: self.db.execute(sql, (reason, job, pid, host)).rowcount)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def record(
+        self, start: RunStart, status: str, reason: str, finished_at: datetime, exit_code: int
+    ) -> int:
+        """An invocation that ended without starting the agent (a skip, a lock refusal)."""
+        return self._guard(
+            lambda: self._insert(
+                start, status, reason, finished_at=iso(finished_at), exit_code=exit_code
+            )
+        )
+
+    def finish(self, run_id: int, finish: Finish) -> bool:
+        """The outcome of a claimed run; False when that row is no longer `running`."""
+        sql = (
+            "UPDATE runs SET status=?, reason=?, finished_at=?, exit_code=?, output=?,"
+            " requests=?, input_tokens=?, output_tokens=?, tool_calls=?, cost=?"
+            " WHERE id=? AND status IN ('running', 'abandoned')"
+        )
+        usage = finish.usage
+        values = (
+            finish.status,
+            redact(finish.reason),
+            iso(finish.finished_at),
+            finish.exit_code,
+            redact(finish.output),
+            usage.requests,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.tool_calls,
+            finish.cost,
+            run_id,
+        )
+        return self._guard(lambda: self.db.execute(sql, values).rowcount) == 1
+
+    def note_notify(self, run_id: int, text: str) -> None:
+        """What became of the run's own notifications (sent, failed, timed out)."""
+        sql = "UPDATE runs SET notify=? WHERE id=?"
+        self._guard(lambda: self.db.execute(sql, (redact(text), run_id)))
+
+    def _insert(self, start: RunStart, status: str, reason: str, **extra: Any) -> int:
+        columns = {
+            "job": start.job,
+            "status": status,
+            "reason": redact(reason),
+            "slot": iso(start.slot),
+            "agent_started": extra.pop("agent", 0),
+            "started_at": iso(start.started_at),
+            "started_utc": utc(start.started_at),
+            "model": start.model,
+            "trading": start.trading,
+            "scheduled": int(start.scheduled),
+            "pid": start.pid,
+            "host": start.host,
+            **extra,
+        }
+        names, marks = ", ".join(columns), ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO runs ({names}) VALUES ({marks})"
+        cursor = self.db.execute(sql, list(columns.values()))
+        if cursor.lastrowid is None:
+            raise sqlite3.DatabaseError("no id for the row just inserted")
+        return cursor.lastrowid
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def last_success(self, job: str) -> tuple[str, str] | None:
+        """The finish time and output of the job's latest successful run, if any."""
+        sql = (
+            "SELECT finished_at, output FROM runs WHERE job=? AND status='ok'"
+            " AND output IS NOT NULL ORDER BY id DESC LIMIT 1"
+        )
+        row = self._guard(lambda: self.db.execute(sql, (job,)).fetchone())
+        return (row["finished_at"], row["output"]) if row else None
+
+    def runs(
+        self,
+        job: str | None = None,
+        limit: int | None = None,
+        since: datetime | None = None,
+        status: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Runs, newest first, as the contract's JSON objects; a `running` row whose job lock
+        nobody holds shows as `abandoned`."""
+        where, params = _filters(job, since)
+        if status is not None:
+            where += (" AND " if where else " WHERE ") + "status = ?"
+            params.append(status)
+        sql = "SELECT * FROM runs" + where + " ORDER BY id DESC"
+        if limit:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = [row_json(dict(row)) for row in self._guard(lambda: self.db.execute(sql, params))]
+        held: dict[str, bool | None] = {}
+        for row in rows:
+            if row["status"] == "running":
+                name = row["job"]
+                if name not in held:
+                    held[name] = is_held(lock_path(self.state, name))
+                if held[name] is False:
+                    row["status"] = "abandoned"
+                    row["reason"] = "abandoned: its process is gone and holds no lock"
+        return rows
+
+    def totals(self, job: str | None, since: datetime | None) -> list[dict[str, Any]]:
+        """Per job: runs, tokens and cost (None when no run's cost is known)."""
+        where, params = _filters(job, since)
+        sql = (
+            "SELECT job, COUNT(*) AS runs, SUM(agent_started) AS agent_runs,"
+            " SUM(input_tokens + output_tokens) AS tokens, SUM(cost) AS cost,"
+            " COUNT(cost) AS priced FROM runs" + where + " GROUP BY job ORDER BY job"
+        )
+        return [dict(row) for row in self._guard(lambda: self.db.execute(sql, params))]
+
+
+def _filters(job: str | None, since: datetime | None) -> tuple[str, list[Any]]:
+    where, params = [], []
+    if job:
+        where.append("job = ?")
+        params.append(job)
+    if since:
+        where.append("started_utc >= ?")
+        params.append(utc(since))
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def describe(path: Path, exc: sqlite3.Error) -> str:
+    """One line: what is wrong with the ledger file, and what to do about it."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    lowered = message.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return (
+            f"{path}: the run ledger has been locked by another process for over "
+            f"{wait_seconds():g}s; find it with: fuser {path}"
+        )
+    if "full" in lowered:
+        return f"{path}: no space left for the run ledger ({message}); free space on its disk"
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        return (
+            f"{path}: the run ledger is damaged ({message}); move it aside "
+            f"(mv {path} {path}.damaged) and the next run starts a new one"
+        )
+    return f"{path}: the run ledger cannot be used ({message})"

@@ -1,0 +1,129 @@
+"""The MCP server a run talks to: which command, what environment, its process and its log.
+
+A stdio server is started with `subprocess` as soon as the run knows the agent will run, and
+before pydantic-ai is imported: the server imports its own world (seconds, for tasty-agent)
+while this process imports pydantic-ai, so the first model request waits for the slower of
+the two rather than their sum. The transport then speaks MCP over the pipes it already has.
+
+Whatever the server writes to stdout must be JSON-RPC, one message a line: anything else
+(bytes that are not UTF-8, a stray print) ends the run at once as a broken protocol, instead
+of leaving a request waiting until the timeout. The server's stderr goes to its masked log.
+"""
+
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tasty_oneshot.errors import UsageError
+from tasty_oneshot.server_log import ServerLog
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from fastmcp.client.transports import ClientTransport
+
+    from tasty_oneshot.jobs import McpServer
+
+# The variables the TastyTrade MCP server needs; it is given these and nothing else beyond
+# the few every MCP client passes on (the MCP SDK's own list, for a POSIX host).
+TASTYTRADE_ENV = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN", "TASTYTRADE_ACCOUNT_ID")
+INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER")
+DEFAULT_COMMAND, DEFAULT_ARGS = "tasty-agent", ("stdio",)
+LINE_LIMIT = 64 << 20  # bytes in one JSON-RPC message from the server
+STOP_GRACE = 2.0  # seconds a server gets to exit after its stdin closes, then after SIGTERM
+
+
+class BrokenProtocol(Exception):
+    """The server wrote something that is not a JSON-RPC message to stdout."""
+
+
+def server_command(command: str) -> str:
+    """A stdio server's command: a path must name an executable file; a bare name is looked
+    for beside this tasty-oneshot first (where `tasty-agent` is installed with it), then on
+    PATH. Either way, a command that cannot be started is a usage error (exit 2)."""
+    if os.sep in command:
+        if not (os.path.isfile(command) and os.access(command, os.X_OK)):
+            raise UsageError(f"MCP server command {command!r}: not an executable file")
+        return command
+    beside = Path(sys.executable).parent / command
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(command)
+    if not found:
+        raise UsageError(
+            f"MCP server command {command!r}: not found beside tasty-oneshot or on PATH"
+        )
+    return found
+
+
+def command_and_args(server: "McpServer | None") -> tuple[str, list[str]]:
+    """The resolved command line of a stdio server (the default: `tasty-agent stdio`)."""
+    if server is None or server.command is None:
+        return server_command(DEFAULT_COMMAND), list(DEFAULT_ARGS)
+    return server_command(server.command), list(server.args)
+
+
+def server_env() -> dict[str, str]:
+    """The environment a stdio server gets: the few basics and TastyTrade's variables."""
+    keep = (*INHERITED_ENV, *TASTYTRADE_ENV)
+    # As the MCP SDK does: a value starting with "()" is an exported shell function, not data.
+    return {k: v for k in keep if (v := os.environ.get(k)) and not v.startswith("()")}
+
+
+class StdioServer:
+    """One stdio MCP server process for one run, stopped with its whole process group."""
+
+    def __init__(self, command: str, args: list[str], log: ServerLog) -> None:
+        self.command, self.args, self.log = command, args, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Spawn the server now; the MCP handshake happens when the agent connects."""
+        import subprocess  # here: only a run that starts the agent pays for it
+
+        self.process = subprocess.Popen(
+            [self.command, *self.args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log.stderr(),
+            env=server_env(),
+            start_new_session=True,  # its own process group: stopped whole, children too
+            close_fds=True,
+        )
+
+    def stop(self) -> None:
+        """Close its stdin, give it STOP_GRACE seconds, then SIGTERM, then SIGKILL the group."""
+        import subprocess
+
+        process = self.process
+        if process is None:
+            return
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, sig)
+            try:
+                process.wait(STOP_GRACE)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Its children may hold the group after it exited: they go too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        self.log.close()
+
+    def transport(self) -> "ClientTransport":
+        """A fastmcp transport over this process's pipes."""
+        from tasty_oneshot.mcp_transport import PipeTransport
+
+        if self.process is None:
+            raise RuntimeError("the MCP server was not started")
+        return PipeTransport(self.process, f"{Path(self.command).name} {' '.join(self.args)}")

@@ -1,0 +1,230 @@
+"""Kubernetes manifests for jobs: a ConfigMap with the jobs file, a CronJob per schedule line.
+
+The CronJobs keep New York time themselves (`timeZone`), so their schedules are the crontab
+lines for a cron in New York: exactly the job's fire times, several lines where one cannot
+say them (`period: 5400`). Each pod runs `tasty-oneshot run --job NAME --config ...
+--scheduled` from the mounted jobs file, gets its credentials from a Secret only, runs as a
+non-root user on a read-only root file system, and keeps its state (SQLite ledger, locks,
+caches) in an emptyDir that goes with the pod.
+"""
+
+import hashlib
+import os
+import re
+from datetime import datetime
+from typing import Any
+
+from tasty_oneshot.jobs import Job
+from tasty_oneshot.schedule import NYC
+from tasty_oneshot.units import crontab
+
+ZONE = "America/New_York"
+DEFAULT_SECRET = "tasty-oneshot"
+CONFIG_MAP = "tasty-oneshot-jobs"
+CONFIG_DIR = "/etc/tasty-oneshot"  # the ConfigMap, mounted read-only
+CONFIG_FILE = "jobs.yaml"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
+WORK_DIR = "/var/lib/tasty-oneshot"  # an emptyDir: HOME, and the state directory's parent
+# A directory the run creates itself (mode 0700, its own user): the state directory must
+# belong to the user running, and an emptyDir's top belongs to root.
+STATE_DIR = f"{WORK_DIR}/state"
+UID = 10001  # the Containerfile's user and group
+# The CronJob controller names each Job NAME-<up to 11 digits>, and a Job's name must fit a
+# 63-character label: so 52.
+MAX_NAME = 52
+LEDGER_ENV = "TASTY_ONESHOT_LEDGER"
+POSTGRES = ("postgresql://", "postgres://")
+DNS_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
+_PART = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+DNS_SUBDOMAIN = re.compile(rf"\A(?=.{{1,253}}\Z){_PART}(\.{_PART})*\Z")
+LABELS = {"app.kubernetes.io/name": "tasty-oneshot"}
+
+
+class NameClash(ValueError):
+    """Two jobs would make CronJobs of the same name."""
+
+
+def check_schedule(job: Job) -> None:
+    """Refuse, with the reason, a schedule a CronJob cannot keep."""
+    schedule = job.schedule
+    if schedule.is_once:
+        raise crontab.CannotExpress(
+            "a schedule time alone fires once, and a CronJob would repeat it every year; "
+            "add a period (daily: true) or start that one run by hand"
+        )
+    if schedule.cron is not None:
+        from croniter import croniter
+
+        # `#` becomes every such weekday, the slot guard skipping the others; but `15W` may
+        # fall on the 14th or the 16th, which a line for the 15th would never start.
+        if croniter(schedule.cron).nearest_weekday:
+            raise crontab.CannotExpress(
+                f"{schedule.cron!r}: 'W' (nearest weekday) has no cron form"
+            )
+    crontab.check_expressible(schedule)
+
+
+def schedules(job: Job, now: datetime) -> list[str]:
+    """The CronJob schedules (five cron fields, New York time) that say the job's fire times."""
+    check_schedule(job)
+    return crontab.cron_schedules(job, NYC, now)
+
+
+def cron_job_names(job_name: str, count: int) -> list[str]:
+    """`tasty-oneshot-NAME` for a job's first line, then `-2`, `-3` ... for further lines.
+    Where those would be longer than MAX_NAME, or NAME is no DNS label (a job name may end in
+    `-`), `tasty-oneshot-NAME` is cut to fit and gets `-` and 8 hex digits of the job name's
+    SHA-256 before the suffix: the same names on every generation."""
+    suffixes = ["", *(f"-{number}" for number in range(2, count + 1))]
+    longest = max(len(suffix) for suffix in suffixes)
+    stem = f"tasty-oneshot-{job_name}"
+    if len(stem) + longest > MAX_NAME or not DNS_LABEL.match(stem):
+        digest = hashlib.sha256(job_name.encode()).hexdigest()[:8]
+        stem = f"{stem[: MAX_NAME - longest - len(digest) - 1].rstrip('-')}-{digest}"
+    return [stem + suffix for suffix in suffixes]
+
+
+def postgres_ledger(file_ledger: str | None) -> bool:
+    """Whether runs share a PostgreSQL ledger: $TASTY_ONESHOT_LEDGER or the jobs file's
+    top-level `ledger` names one."""
+    urls = (os.environ.get(LEDGER_ENV) or "", file_ledger or "")
+    return any(url.startswith(POSTGRES) for url in urls)
+
+
+def config_map(jobs_text: str, namespace: str | None) -> dict[str, Any]:
+    """The jobs file as it is on disk: its `${VAR}`s are resolved by each run, from the
+    Secret's variables, so no secret value is ever in a manifest."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(CONFIG_MAP, namespace),
+        "data": {CONFIG_FILE: jobs_text},
+    }
+
+
+def cron_job(
+    job: Job, name: str, schedule: str, image: str, secret: str, namespace: str | None
+) -> dict[str, Any]:
+    """One CronJob: one schedule line of `job`, one pod per firing, one `run --scheduled`."""
+    metadata = _metadata(name, namespace)
+    metadata["annotations"] = {
+        "tasty-oneshot/job": job.name,
+        "tasty-oneshot/schedule": job.schedule.describe(),
+    }
+    container = {
+        "name": "tasty-oneshot",
+        "image": image,
+        "command": ["tasty-oneshot"],
+        "args": ["run", "--job", job.name, "--config", CONFIG_PATH, "--scheduled"],
+        # Credentials reach the run through the Secret only, never through this manifest.
+        "envFrom": [{"secretRef": {"name": secret}}],
+        "env": [
+            {"name": "TASTY_ONESHOT_STATE_DIR", "value": STATE_DIR},
+            {"name": "HOME", "value": WORK_DIR},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "jobs-file", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "work", "mountPath": WORK_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the run never talks to the cluster
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": UID,
+            "runAsGroup": UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "jobs-file", "configMap": {"name": CONFIG_MAP}},
+            {"name": "work", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": metadata,
+        "spec": {
+            "schedule": schedule,
+            "timeZone": ZONE,
+            # A firing while the last run still runs is dropped, as the job lock would.
+            "concurrencyPolicy": "Forbid",
+            # Later than max_delay the slot guard would skip the run anyway.
+            "startingDeadlineSeconds": job.max_delay,
+            "jobTemplate": {
+                "spec": {
+                    # A failed run used up its slot: a retry would only be skipped.
+                    "backoffLimit": 0,
+                    # The run stops itself at its timeout (exit 124); this is the backstop.
+                    "activeDeadlineSeconds": int(job.timeout) + 60,
+                    "template": {"metadata": {"labels": dict(LABELS)}, "spec": pod},
+                }
+            },
+        },
+    }
+
+
+def manifests(
+    jobs: list[Job],
+    schedules_by_job: dict[str, list[str]],
+    jobs_text: str,
+    image: str,
+    secret: str,
+    namespace: str | None,
+) -> list[dict[str, Any]]:
+    """The ConfigMap, then each job's CronJobs, jobs by name."""
+    out = [config_map(jobs_text, namespace)]
+    owners: dict[str, str] = {}
+    for job in sorted(jobs, key=lambda job: job.name):
+        lines = schedules_by_job[job.name]
+        for name, line in zip(cron_job_names(job.name, len(lines)), lines, strict=True):
+            if name in owners:  # job `a`'s second line and job `a-2` are both `...-a-2`
+                raise NameClash(
+                    f"jobs '{owners[name]}' and '{job.name}' would both be the CronJob "
+                    f"{name}: rename one"
+                )
+            owners[name] = job.name
+            out.append(cron_job(job, name, line, image, secret, namespace))
+    return out
+
+
+def stream(documents: list[dict[str, Any]]) -> str:
+    """A `---` separated YAML stream, keys in the order written, the jobs file as a block."""
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # A block (`|`) keeps the jobs file readable; PyYAML quotes it where a block cannot
+        # hold it (trailing spaces, tabs, control characters).
+        style = "|" if "\n" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, text)
+    return yaml.dump_all(
+        documents,
+        Dumper=Dumper,
+        sort_keys=False,
+        explicit_start=True,
+        allow_unicode=True,
+        width=1 << 16,
+    )
+
+
+def _metadata(name: str, namespace: str | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    metadata["labels"] = dict(LABELS)
+    return metadata
