@@ -44,7 +44,9 @@ def _typed[N: (int, float)](
         try:
             return check(convert(text))
         except (ValueError, OverflowError) as exc:
-            message = str(exc) if "expected" in str(exc) else f"{text[:40]!r} is not a number"
+            # int("1e20") fails too: say what was wanted, not that 1e20 is no number.
+            kind = "a whole number" if convert is int else "a number"
+            message = str(exc) if "expected" in str(exc) else f"{text[:40]!r} is not {kind}"
             raise argparse.ArgumentTypeError(message) from None
 
     return parse
@@ -156,9 +158,26 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
     return check_keys(given, JOB_KEYS, "")
 
 
+# Control characters (but tab) and the line and paragraph separators, written as escapes:
+# with them go every line break str.splitlines() knows and a terminal's escape sequences.
+_UNPRINTABLE = {
+    c: repr(chr(c))[1:-1]
+    for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
+    if c != ord("\t")
+}
+
+
+class _OneLineFormatter(logging.Formatter):
+    """A log line stays one line, whatever it quotes: a job name, a key or a path from the
+    user may hold a newline (`"abc\\n":` in YAML, `--config $'a\\nb'`) or a NUL."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_UNPRINTABLE)
+
+
 def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+    formatter = _OneLineFormatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
     # Log times are New York times, like every time in a schedule.
     formatter.converter = _nyc_time
     handler.setFormatter(formatter)

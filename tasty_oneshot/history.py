@@ -26,8 +26,8 @@ def parse_since(text: str) -> datetime:
 
 
 def history(job: str | None, limit: int, since: str | None, as_json: bool) -> int:
-    ledger = open_ledger(paths.state_dir())
-    since_at = parse_since(since) if since else None
+    since_at = parse_since(since) if since else None  # before the ledger: a bad --since
+    ledger = open_ledger(paths.state_dir())  # leaves no state directory or ledger behind
     try:
         rows = ledger.runs(job=job, limit=limit, since=since_at)
         totals = ledger.totals(job=job, since=since_at)

@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,10 +94,12 @@ class StdioServer:
             env=server_env(),
             start_new_session=True,  # its own process group: stopped whole, children too
             close_fds=True,
+            preexec_fn=_die_with(os.getpid()),
         )
 
-    def stop(self) -> None:
-        """Close its stdin, give it STOP_GRACE seconds, then SIGTERM, then SIGKILL the group."""
+    def stop(self, *, graceful: bool = True) -> None:
+        """Close its stdin and give it STOP_GRACE seconds (`graceful`: the run finished), then
+        SIGTERM, then SIGKILL the group (a run stopped by a timeout or a signal starts here)."""
         import subprocess
 
         process = self.process
@@ -106,7 +109,10 @@ class StdioServer:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+        steps = (
+            (None, signal.SIGTERM, signal.SIGKILL) if graceful else (signal.SIGTERM, signal.SIGKILL)
+        )
+        for sig in steps:
             if sig is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, sig)
@@ -127,3 +133,21 @@ class StdioServer:
         if self.process is None:
             raise RuntimeError("the MCP server was not started")
         return PipeTransport(self.process, f"{Path(self.command).name} {' '.join(self.args)}")
+
+
+def _die_with(parent: int) -> "Callable[[], None] | None":
+    """In the child before exec: ask Linux to SIGKILL it when this process dies, however it
+    dies (SIGKILL included), so a killed run under cron leaves no server behind."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    set_parent_death_signal = 1  # PR_SET_PDEATHSIG
+
+    def arrange() -> None:
+        prctl(set_parent_death_signal, signal.SIGKILL)
+        if os.getppid() != parent:  # the run died before the request was made
+            os._exit(1)
+
+    return arrange

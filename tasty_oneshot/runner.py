@@ -203,17 +203,19 @@ class Invocation:
             host=host_name(),
         )
 
-    def claim(self) -> bool:
-        """Claim the slot and record that the agent is starting: from now on the slot is
-        used up, and the outcome has space kept for it. False: another run has the slot."""
+    def reserve(self) -> None:
+        """Keep space for the outcome, before anything of the agent starts."""
         from tasty_oneshot.spool import Reservation
 
-        reservation = Reservation(self.state)
+        self.reservation = Reservation(self.state)
+
+    def claim(self) -> bool:
+        """Claim the slot and record that the agent is starting: from now on the slot is
+        used up. False: another run has the slot."""
         run_id = self.ledger.claim(self.start())
         if run_id is None:
-            reservation.discard()
             return False
-        self.run_id, self.reservation = run_id, reservation
+        self.run_id = run_id
         return True
 
     def record(self, outcome: Outcome) -> int:
@@ -373,7 +375,8 @@ async def _market_then_agent(run: Invocation, verdict: Verdict | None) -> Outcom
     # imports pydantic-ai (in a thread, so a timeout or a signal still stops the run).
     if time.monotonic() >= run.deadline:  # a blocking step (the calendar) used up the time
         return Outcome("timeout", f"passed its timeout of {job.timeout:g}s", EXIT_TIMEOUT)
-    server = _start_server(run)
+    run.reserve()
+    server, stopped = _start_server(run), False
     try:
         agent = await in_thread(_import_agent)
         model = agent.resolve_model(job)  # a typo is exit 2 here, before the slot is used
@@ -399,8 +402,13 @@ async def _market_then_agent(run: Invocation, verdict: Verdict | None) -> Outcom
             usage=result.usage,
             cost=result.cost,
         )
-    finally:
+    except BaseException:  # cancelled by the timeout or a signal: no grace for the server
+        stopped = True
         if server is not None:
+            server.stop(graceful=False)
+        raise
+    finally:
+        if server is not None and not stopped:
             server.stop()
 
 

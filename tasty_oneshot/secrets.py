@@ -68,17 +68,16 @@ def redact(text: str | None) -> str | None:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites each log record with its secrets hidden (attach to the handler)."""
+    """Rewrites each log record as one line with its secrets hidden (attach to the handler)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        hidden = redact(message)
-        if hidden != message:
-            record.msg, record.args = hidden, ()
-        # A traceback is added by the formatter after filters run: format it here, hidden.
-        if record.exc_info:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+        # No traceback reaches the user: a library's logged exception becomes one line.
+        if record.exc_info and record.exc_info[1] is not None:
+            from tasty_oneshot.errors import one_line
+
+            message = f"{message}: {one_line(record.exc_info[1])}"
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        hidden = redact(" ".join(message.split()) if "\n" in message else message)
+        record.msg, record.args = hidden, ()
         return True

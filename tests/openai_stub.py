@@ -9,6 +9,7 @@ command line write that file first. Modes:
 
 - `loop`: always calls the `account_overview` tool with `{}` (a runaway model);
 - `answer TEXT`: answers TEXT at once;
+- `status CODE`: answers every request with that HTTP error status (a 429, a 401);
 - `notify-if WORD`: when WORD appears anywhere in the request's messages, first calls the
   `notify` tool with a message naming WORD, then answers "alerted"; else answers "nothing to
   report".
@@ -86,6 +87,14 @@ class Handler(BaseHTTPRequestHandler):
             return
         request = json.loads(body)
         mode = json.loads((self.directory / "mode.json").read_text())
+        if mode[0] == "status":
+            error = json.dumps({"error": {"message": f"stub error {mode[1]}", "type": "stub"}})
+            self.send_response(int(mode[1]))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(error)))
+            self.end_headers()
+            self.wfile.write(error.encode())
+            return
         message = reply(mode, request)
         response = {
             "id": f"chatcmpl-{next(_ids)}",

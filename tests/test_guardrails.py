@@ -9,60 +9,21 @@ answer, or "call the notify tool when a word shows up"). Alerts go through Appri
 import json
 import re
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import closed_port
 
 from tasty_oneshot.jobs import Limits
 from tasty_oneshot.notify import DELIVERY_TIMEOUT
 
-STUB = Path(__file__).parent / "openai_stub.py"
 RUN = ("run", "--job", "check", "--ignore-market-hours")
 LOG_LINE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} - [A-Z]+ - \S.*$")
 LIMIT_NAMES = ("request_limit", "tool_calls_limit", "total_tokens_limit", "cost_limit")
-
-
-# --- the model stub ---------------------------------------------------------------------------
-
-
-class Stub:
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-
-    def mode(self, *mode: str) -> None:
-        (self.dir / "mode.json").write_text(json.dumps(mode))
-
-    def requests(self) -> list[dict]:
-        path = self.dir / "requests.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-@pytest.fixture
-def stub(ws, tmp_path):
-    directory = tmp_path / "stub"
-    directory.mkdir()
-    proc = subprocess.Popen([sys.executable, str(STUB), str(directory), "answer", "ok"])
-    port_file = directory / "port"
-    deadline = time.monotonic() + 10
-    while not port_file.exists():
-        assert proc.poll() is None, "the OpenAI stub exited"
-        assert time.monotonic() < deadline, "the OpenAI stub did not start"
-        time.sleep(0.02)
-    ws.env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port_file.read_text()}/v1"
-    ws.env.setdefault("OPENAI_API_KEY", "sk-test-stub")
-    yield Stub(directory)
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def jobs_file(ws, job: str = "", top: str = "", name: str = "check") -> Path:
@@ -80,68 +41,6 @@ def jobs_file(ws, job: str = "", top: str = "", name: str = "check") -> Path:
 def messages_text(request: dict) -> str:
     """Everything the model was sent in one request's messages."""
     return json.dumps(request["messages"])
-
-
-# --- the alert receiver -----------------------------------------------------------------------
-
-
-class Receiver:
-    """An HTTP server in a thread that records each POST; `hang` makes it never answer."""
-
-    def __init__(self, hang: bool = False) -> None:
-        self.posts: list[dict] = []
-        self.release = threading.Event()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.posts.append(
-                    {"path": self.path, "body": body.decode(), "at": time.monotonic()}
-                )
-                if hang:
-                    receiver.release.wait(60)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str = "alerts", credentials: str = "") -> str:
-        return f"json://{credentials}127.0.0.1:{self.port}/{path}"
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    made: list[Receiver] = []
-
-    def make(hang: bool = False) -> Receiver:
-        made.append(Receiver(hang))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- limits ------------------------------------------------------------------------------------

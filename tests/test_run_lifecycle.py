@@ -249,8 +249,10 @@ def test_timeout_bounds_the_whole_invocation(ws):
         (signal.SIGINT, 130, False),
         # systemd stopping the service signals the whole control group, the MCP server too
         (signal.SIGTERM, 143, True),
+        # an ssh session that closes on a run started by hand
+        (signal.SIGHUP, 129, False),
     ],
-    ids=["SIGTERM", "SIGINT", "SIGTERM-to-group"],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-to-group", "SIGHUP"],
 )
 def test_signal_stops_the_run_and_the_mcp_server(ws, start, signum, code, group):
     jobs_file(ws, "--hang", "account_overview")

@@ -1,0 +1,327 @@
+"""An unlucky run: the ledger held locked or the disk full at the end, a server that prints
+its secrets or breaks the protocol or ignores SIGTERM, stdout that cannot be written, a run
+killed with SIGKILL. The outcome is never lost once the agent started.
+
+Each fault is real: a second process holding SQLite's exclusive lock, a small tmpfs that
+fills (where mounting is allowed), a fake MCP server misbehaving on purpose.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from test_run_lifecycle import LOG_LINE, alive, assert_gone, jobs_file, wait_for
+
+RUN = ("run", "--job", "check", "--ignore-market-hours")
+SECRET = "tt-refresh-token-s3cr3t-value"
+CLIENT_SECRET = "tt-client-secret-s3cr3t-value"
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) >= 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[-1]
+
+
+# --- the ledger cannot take the outcome ---------------------------------------------------------
+
+HOLD_LEDGER = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    from pathlib import Path
+
+    db = sqlite3.connect(sys.argv[1], isolation_level=None)
+    db.execute("BEGIN EXCLUSIVE")
+    Path(sys.argv[2]).write_text("held")
+    while not Path(sys.argv[3]).exists():
+        time.sleep(0.05)
+    db.execute("ROLLBACK")
+    """
+)
+
+
+def test_a_ledger_held_locked_at_the_end_keeps_the_outcome_for_the_next_run(ws, tmp_path):
+    go, held, release = tmp_path / "go", tmp_path / "held", tmp_path / "release"
+    jobs_file(ws, "--wait-for", str(go))
+    ws.env["TASTY_ONESHOT_LEDGER_WAIT"] = "1"  # seconds to wait for a locked ledger
+    run = subprocess.Popen(
+        ws.command(*RUN), cwd=ws.root, env=ws.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: ws.calls(), "the first tool call", proc=run)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LEDGER, str(ws.state / "ledger.sqlite3"), held, release]
+    )
+    try:
+        wait_for(held.exists, "the ledger to be held")
+        go.write_text("go")  # the agent finishes while the ledger is held
+        out, err = run.communicate(timeout=60)
+        # The outcome reaches stdout and the exit code, and is kept for later.
+        assert run.returncode == 0, err
+        assert "account_overview" in out
+        assert "Traceback" not in err and all(LOG_LINE.match(line) for line in err.splitlines())
+        kept = list((ws.state / "spool").glob("*.json"))
+        assert len(kept) == 1, err
+        assert f"kept in {kept[0]}" in err
+        assert oct(kept[0].stat().st_mode & 0o777) == oct(0o600)
+    finally:
+        release.write_text("release")
+        holder.wait(timeout=30)
+    # The next invocation that can writes it in; the row is ok, not `running` forever.
+    [row] = ws.history()
+    assert row["status"] == "ok" and row["exit_code"] == 0, row
+    assert "account_overview" in row["output"]
+    assert list((ws.state / "spool").glob("*.json")) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 6 MiB tmpfs for the state directory; skipped where mounting is not allowed."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(mount)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_disk_that_fills_during_the_run_loses_no_outcome(ws, tmp_path, small_disk):
+    go = tmp_path / "go"
+    jobs_file(ws, "--wait-for", str(go))
+    ws.env["TASTY_ONESHOT_STATE_DIR"] = str(small_disk / "state")
+    ws.env["TASTY_ONESHOT_LEDGER_WAIT"] = "1"
+    run = subprocess.Popen(
+        ws.command(*RUN), cwd=ws.root, env=ws.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: ws.calls(), "the first tool call", proc=run)
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f:  # fill the disk to the last block
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    go.write_text("go")
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    assert "account_overview" in out
+    assert "Traceback" not in err
+    assert re.search(r"WARNING - .*kept in .*spool", err), err
+    filler.unlink()  # space again: the next invocation writes the outcome in
+    [row] = ws.history()
+    assert row["status"] == "ok" and "account_overview" in row["output"], row
+
+
+# --- the MCP server misbehaves ------------------------------------------------------------------
+
+
+def test_the_servers_log_is_private_masked_headed_and_bounded(ws):
+    jobs_file(ws, "--print-env")
+    ws.env.update(TASTYTRADE_REFRESH_TOKEN=SECRET, TASTYTRADE_CLIENT_SECRET=CLIENT_SECRET)
+    for _ in range(2):
+        assert ws.cli(*RUN).returncode == 0
+    log = ws.state / "logs" / "check.mcp.log"
+    text = log.read_text()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert SECRET not in text and CLIENT_SECRET not in text
+    assert "TASTYTRADE_REFRESH_TOKEN=***" in text  # the line is kept, the value masked
+    ids = [row["id"] for row in reversed(ws.history())]
+    header = r"^=== check: run (\d+), (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d E[SD]T) ===$"
+    headers = re.findall(header, text, re.M)
+    assert [int(run_id) for run_id, _ in headers] == ids
+
+
+def test_a_log_that_grew_too_large_is_cut_to_its_newest_part(ws):
+    from tasty_oneshot.server_log import LOG_LIMIT
+
+    jobs_file(ws)
+    log = ws.state / "logs" / "check.mcp.log"
+    log.parent.mkdir(parents=True, mode=0o700)
+    log.write_text("old line\n" * (LOG_LIMIT // 9 + 1000))
+    log.chmod(0o600)
+    assert ws.cli(*RUN).returncode == 0
+    text = log.read_text()
+    assert log.stat().st_size <= LOG_LIMIT
+    assert text.startswith("[... older runs cut]\nold line\n")
+    assert "=== check: run 1," in text
+
+
+@pytest.mark.parametrize("kind", ["binary", "text"])
+def test_a_server_that_breaks_the_protocol_fails_at_once(ws, kind):
+    # Without the check, binary bytes left a request waiting until the timeout; text was
+    # ignored. Both are a failure now, well before the timeout of 120 s.
+    jobs_file(ws, "--bad-stdout", kind)
+    result = ws.cli(*RUN, "--timeout", "120", timeout=100)
+    assert result.returncode == 1, result.stderr
+    [row] = ws.history()
+    assert row["status"] == "failed", row
+    assert "broke the protocol" in row["reason"], row["reason"]
+    assert "Traceback" not in result.stderr
+    for start in ws.server_starts():
+        assert_gone(start["pid"])
+
+
+def test_a_server_that_ignores_sigterm_is_killed_when_the_run_ends(ws):
+    jobs_file(ws, "--ignore-sigterm", "--hang", "account_overview")
+    result = ws.cli(*RUN, "--timeout", "6")
+    assert result.returncode == 124, result.stderr
+    [start] = ws.server_starts()
+    assert_gone(start["pid"], within=10)
+
+
+def test_a_model_error_does_not_point_at_the_server_log_but_a_server_error_does(ws, stub):
+    ws.write(
+        "tasty-oneshot.yaml",
+        "model: openai-chat:stub\n" + ws.fake_mcp_yaml() + "jobs:\n  check:\n"
+        "    instructions: Check\n",
+    )
+    stub.mode("status", "429")
+    result = ws.cli(*RUN)
+    assert result.returncode == 1, result.stderr
+    [row] = ws.history()
+    assert "429" in row["reason"] and "MCP server log" not in row["reason"], row["reason"]
+    crash = ws.write(
+        "tasty-oneshot.yaml",
+        "model: test\n" + ws.fake_mcp_yaml("--crash") + "jobs:\n  check:\n"
+        "    instructions: Check\n",
+    )
+    assert crash.exists()
+    assert ws.cli(*RUN).returncode == 1
+    assert "MCP server log" in ws.history()[0]["reason"]
+
+
+# --- stdout that cannot take the output ---------------------------------------------------------
+
+
+def test_stdout_on_a_full_device_still_exits_as_the_ledger_says(ws):
+    jobs_file(ws)
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            ws.command(*RUN), cwd=ws.root, env=ws.env, stdout=full, stderr=subprocess.PIPE,
+            text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert re.search(r"WARNING - could not write the output to stdout", result.stderr)
+    [row] = ws.history()
+    assert row["status"] == "ok" and row["exit_code"] == 0
+
+
+def test_stdout_a_closed_pipe_still_exits_as_the_ledger_says(ws):
+    jobs_file(ws)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| true`: nobody reads
+    try:
+        result = subprocess.run(
+            ws.command(*RUN), cwd=ws.root, env=ws.env, stdout=write_end, stderr=subprocess.PIPE,
+            text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert "could not write the output to stdout" in result.stderr
+    assert ws.history()[0]["exit_code"] == 0
+
+
+# --- SIGKILL --------------------------------------------------------------------------------------
+
+
+def test_a_run_killed_with_sigkill_is_abandoned_and_its_slot_stays_used(ws):
+    ws.write(
+        "tasty-oneshot.yaml",
+        "model: test\n" + ws.fake_mcp_yaml("--hang", "account_overview")
+        + 'jobs:\n  check:\n    instructions: Check\n    schedule: "9:30am"\n    daily: true\n'
+        "    ignore_market_hours: true\n",
+    )  # fmt: skip
+    at = "2026-11-30 14:31:00"
+    run = subprocess.Popen(
+        ws.command("run", "--job", "check", "--scheduled", at=at), cwd=ws.root, env=ws.env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    wait_for(lambda: ws.calls(), "the hanging tool call", proc=run)
+    assert ws.history()[0]["status"] == "running"  # alive: it holds the job's lock
+    os.killpg(run.pid, signal.SIGKILL)  # the run (not its server): nothing can be recorded
+    run.communicate(timeout=30)
+    [start] = ws.server_starts()
+    assert_gone(start["pid"])  # the kernel ends the server with its run, under cron too
+    [row] = ws.history()
+    assert row["status"] == "abandoned" and row["slot"] == "2026-11-30T09:30:00-05:00", row
+    # The slot stays used: a second firing in the same window is a skip.
+    again = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 14:32:00")
+    assert again.returncode == 0, again.stderr
+    newest, old = ws.history()
+    assert newest["status"] == "skipped" and "already done" in newest["reason"]
+    assert old["status"] == "abandoned"  # now recorded so, by the run that held the lock
+    db = sqlite3.connect(ws.state / "ledger.sqlite3")
+    assert db.execute("SELECT status FROM runs WHERE id=?", (old["id"],)).fetchone() == (
+        "abandoned",
+    )
+    db.close()
+
+
+# --- modes, whatever the umask ---------------------------------------------------------------
+
+
+def test_every_file_in_the_state_directory_is_0600_and_every_directory_0700(ws, tmp_path):
+    jobs_file(ws)
+    ws.env["TASTY_ONESHOT_STATE_DIR"] = str(tmp_path / "fresh-state")
+    command = " ".join(map(shlex_quote, ws.command(*RUN)))
+    result = subprocess.run(
+        ["sh", "-c", f"umask 000 && exec {command}"], cwd=ws.root, env=ws.env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    state = tmp_path / "fresh-state"
+    found = [state, *state.rglob("*")]
+    assert any(p.name == "ledger.sqlite3-wal" for p in found) or any(
+        p.name == "ledger.sqlite3" for p in found
+    )
+    for path in found:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {mode:o}"
+
+
+def shlex_quote(word: str) -> str:
+    import shlex
+
+    return shlex.quote(word)
+
+
+# --- relative paths --------------------------------------------------------------------------
+
+
+def test_relative_mcp_paths_are_read_against_the_jobs_files_directory(ws, tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "servers").mkdir(parents=True)
+    shutil.copy(Path(__file__).parent / "fake_tasty_agent.py", conf / "servers" / "fake.py")
+    (conf / "jobs.yaml").write_text(
+        f"model: test\nmcp:\n  command: {sys.executable}\n"
+        f"  args: [servers/fake.py, {ws.record}]\n"
+        "jobs:\n  check:\n    instructions: Check\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = subprocess.run(
+        ws.command(*RUN, "--config", str(conf / "jobs.yaml")), cwd=elsewhere, env=ws.env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert len(ws.server_starts()) == 1
+    assert json.loads(ws.cli("history", "--json").stdout)[0]["status"] == "ok"
+    assert not alive(ws.server_starts()[0]["pid"])
