@@ -229,10 +229,16 @@ def _ledger(value: Any) -> str:
 TOP_KEYS = {**RUN_KEYS, "ledger": _ledger}
 
 
+def shown(name: Any) -> str:
+    """A job name or key from the file as an error quotes it: at most 80 characters, a
+    newline or other control character as its escape (`abc\\n`, not a line break)."""
+    return repr(str(name)[:80])[1:-1]
+
+
 def label(where: str, key: str) -> str:
     """How an error names a key: `FILE: job 'x': key 'k'`, or `--k` for the command line
     (`where` is empty)."""
-    key = str(key)[:80]
+    key = shown(key)
     return f"{where}key '{key}'" if where else "--" + key.replace("_", "-")
 
 

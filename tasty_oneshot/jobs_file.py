@@ -23,6 +23,7 @@ from tasty_oneshot.jobs import (
     McpServer,
     check_keys,
     schedule_from,
+    shown,
 )
 
 MAX_BYTES = 1 << 20
@@ -52,7 +53,7 @@ def load_jobs_file(path: Path) -> JobsFile:
     defaults = _relative_mcp(check_keys(_interpolated(data, where), TOP_KEYS, where), path)
     jobs = {}
     for job_name, raw in raw_jobs.items():
-        where = f"{path}: job '{str(job_name)[:80]}': "
+        where = f"{path}: job '{shown(job_name)}': "
         if not isinstance(job_name, str) or not NAME.match(job_name):
             raise UsageError(f"{where}the name must be {NAME_RULE}")
         if not isinstance(raw, dict):
@@ -139,14 +140,14 @@ def _check_shape(path: Path, root: Any) -> None:
             for key, value in node.value:
                 name = key.value if isinstance(key, yaml.ScalarNode) else None
                 if name is not None and name in names:
-                    place = _place((*trail, name))
+                    place = _place((*trail, shown(name)))
                     what = (
                         "defined twice" if len(trail) == 1 and trail[0] == "jobs" else "given twice"
                     )
                     line = key.start_mark.line + 1
                     raise UsageError(f"{path}: {place}{what} (line {line})")
                 names.add(name)
-                children.append((value, (*trail, str(name)[:80]), depth + 1))
+                children.append((value, (*trail, shown(name)), depth + 1))
             stack.extend(reversed(children))
 
 
@@ -165,7 +166,7 @@ def _interpolated(keys: dict[Any, Any], where: str) -> dict[Any, Any]:
 
         def missing(name: str, key: Any = key) -> str:
             raise UsageError(
-                f"{where}key '{str(key)[:80]}': ${{{name}}} is not set "
+                f"{where}key '{shown(key)}': ${{{name}}} is not set "
                 "(set it in the environment, ./.env or --env-file)"
             )
 

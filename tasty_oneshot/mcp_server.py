@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasty_oneshot.errors import UsageError
-from tasty_oneshot.server_log import ServerLog
 
 if TYPE_CHECKING:
     import subprocess
 
     from fastmcp.client.transports import ClientTransport
+
+    from tasty_oneshot.server_log import ServerLog
 
     from tasty_oneshot.jobs import McpServer
 
@@ -78,7 +79,7 @@ def server_env() -> dict[str, str]:
 class StdioServer:
     """One stdio MCP server process for one run, stopped with its whole process group."""
 
-    def __init__(self, command: str, args: list[str], log: ServerLog) -> None:
+    def __init__(self, command: str, args: list[str], log: "ServerLog") -> None:
         self.command, self.args, self.log = command, args, log
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -11,7 +11,6 @@ kept: no file in the state directory holds a secret.
 import json
 import logging
 import os
-import secrets as random
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ class Reservation:
 
     def __init__(self, state: Path) -> None:
         directory = paths.private_dir(spool_dir(state))
-        self.path = directory / f".reserved-{os.getpid()}-{random.token_hex(4)}"
+        self.path = directory / f".reserved-{os.getpid()}-{os.urandom(4).hex()}"
         try:
             self._fd: int | None = paths.open_private(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
             os.posix_fallocate(self._fd, 0, RESERVE)

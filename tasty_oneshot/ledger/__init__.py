@@ -86,15 +86,28 @@ class Ledger(Protocol):
 def open_ledger(state: Path) -> Ledger:
     """The configured ledger, with any outcome an earlier run could not write written in."""
     from tasty_oneshot.ledger.sqlite import SqliteLedger
-    from tasty_oneshot.spool import replay
 
     ledger = SqliteLedger(state)
     try:
-        replay(state, ledger)
+        if _has_kept_outcomes(state):
+            from tasty_oneshot.spool import replay
+
+            replay(state, ledger)
     except BaseException:
         ledger.close()
         raise
     return ledger
+
+
+def _has_kept_outcomes(state: Path) -> bool:
+    """Whether STATE/spool holds anything (cheap: most runs find it empty)."""
+    try:
+        with os.scandir(state / "spool") as entries:
+            return any(True for _ in entries)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # let the spool module say what is wrong with it
 
 
 def host_name() -> str:
