@@ -223,34 +223,41 @@ async def run_agent(
     from pydantic_ai import Agent
     from pydantic_ai.exceptions import UsageLimitExceeded
 
+    from tasty_oneshot.progress import LoggedTools, RequestClock
     from tasty_oneshot.trading import TradingPolicy
 
     # Library warnings (e.g. pydantic-ai cannot price the model, so max_cost cannot apply)
     # become our log lines: stderr holds nothing else.
     warnings.showwarning = _log_warning
     toolsets: list[AbstractToolset[None]] = [
-        TradingPolicy(mcp_toolset(job.mcp, server), mode=job.trading)
+        LoggedTools(TradingPolicy(mcp_toolset(job.mcp, server), mode=job.trading))
     ]
     if job.notify:
-        toolsets.append(notify_toolset(job, progress))
+        toolsets.append(LoggedTools(notify_toolset(job, progress)))
+    clock = RequestClock()
     agent = Agent(model, toolsets=toolsets, instructions=instructions_for(job, now))
     limits = usage_limits(job.limits)
     run: AgentRun[None, str] | None = None
     try:
         async with agent.iter(prompt_for(job, previous), usage_limits=limits) as run:
-            async for _node in run:
+            async for node in run:
+                usage, cost = _usage(run)
+                clock.saw(node, usage)
                 if progress is not None:
-                    progress.usage, progress.cost = _usage(run)
+                    progress.usage, progress.cost = usage, cost
             if run.result is None:
                 raise RuntimeError("the agent run ended without a result")
             output = run.result.output
     except UsageLimitExceeded as exc:
+        clock.summary(*_usage(run))
         raise AgentFailed(f"limit: {exc}", *_usage(run)) from exc
     except Exception as exc:
+        clock.summary(*_usage(run))
         reason = f"error: {one_line(exc)}"
         if server is not None and _server_caused(exc):
             reason += f" (MCP server log: {server.log.path})"
         raise AgentFailed(reason, *_usage(run)) from exc
+    clock.summary(*_usage(run))
     return AgentResult(str(output), *_usage(run))
 
 

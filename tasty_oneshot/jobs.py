@@ -61,6 +61,7 @@ class Job(NamedTuple):
     remember: str = "none"  # "last": the previous successful run's output goes to the model
     notify: tuple[str, ...] = ()  # Apprise URLs
     notify_on: tuple[str, ...] = ("failure",)  # when the run itself sends
+    ping: str | None = None  # a dead-man's-switch URL (healthchecks.io protocol)
     source: Path | None = None  # the jobs file it came from, if any
     model_from: str = "--model"  # where the model was given, for an error about it
 
@@ -162,6 +163,14 @@ def _notify(value: Any) -> tuple[str, ...]:
     return tuple(url.strip() for url in urls)
 
 
+def _ping(value: Any) -> str:
+    """A healthchecks.io-style check URL (pings go to URL/start, URL/0, ...)."""
+    url = _text(value).strip()
+    if not url.startswith(("http://", "https://")) or any(c.isspace() for c in url):
+        raise ValueError("expected an http:// or https:// URL")
+    return url
+
+
 NOTIFY_EVENTS = ("output", "failure", "skip")
 
 
@@ -177,7 +186,8 @@ def _mcp(value: Any) -> McpServer:
         raise ValueError("expected a mapping with command/args or url")
     unknown = set(value) - {"command", "args", "url"}
     if unknown:
-        raise ValueError(f"unknown key {sorted(unknown)[0]!r} (expected command, args or url)")
+        first = sorted(unknown, key=str)[0]  # keys of mixed types (1, "x") do not compare
+        raise ValueError(f"unknown key {first!r} (expected command, args or url)")
     if ("command" in value) == ("url" in value):
         raise ValueError("expected exactly one of command or url")
     if "url" in value:
@@ -214,6 +224,7 @@ RUN_KEYS: dict[str, Callable[[Any], Any]] = {
     "remember": _remember,
     "notify": _notify,
     "notify_on": _notify_on,
+    "ping": _ping,
 }
 JOB_KEYS = {"instructions": _text, **SCHEDULE_KEYS, **RUN_KEYS}
 
@@ -376,6 +387,7 @@ def resolve_job(
         remember=merged.get("remember", "none"),
         notify=merged.get("notify", ()),
         notify_on=merged.get("notify_on", ("failure",)),
+        ping=merged.get("ping"),
         source=source,
         model_from=model_from,
     )

@@ -101,12 +101,20 @@ def _parse(path: Path, text: str) -> Any:
     import yaml
 
     loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loader = loader_class(text)
+    loader = None
     try:
+        loader = loader_class(text)  # the pure-Python one reads the text here already
         node = loader.get_single_node()
         if node is not None:
             _check_shape(path, node)
         return loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as exc:
+        # A character YAML does not allow (NUL, ESC, ...): it has no problem_mark, so find it.
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        line = text[: max(text.find(char), 0)].count("\n") + 1
+        raise UsageError(
+            f"{path}: not valid YAML (line {line}): the character {char!r} is not allowed"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark else ""
@@ -116,7 +124,8 @@ def _parse(path: Path, text: str) -> Any:
         # e.g. a date like 2026-02-31, or a timestamp out of range
         raise UsageError(f"{path}: not a jobs file YAML can hold: {type(exc).__name__}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _check_shape(path: Path, root: Any) -> None:

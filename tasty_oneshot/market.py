@@ -136,6 +136,22 @@ async def check_market(
     return Verdict(open=session.is_open(at), source=session.source, session=session)
 
 
+def known_day(day: date, cache_dir: Path) -> MarketDay:
+    """The day's session for looking back (`status`): as cached by the runs of that day (the
+    broker's first), else the offline calendar's, cached for the next look. A day neither
+    can say counts as closed, so nothing is reported missed on a guess."""
+    for source in (BROKER, CALENDAR):
+        session = _read_cache(cache_dir, day, source)
+        if session is not None:
+            return session
+    try:
+        session = calendar_day(day)
+    except Exception:  # outside the calendar's range
+        return MarketDay(day, None, None, CALENDAR)
+    _write_cache(cache_dir, session)
+    return session
+
+
 async def broker_day(day: date, credentials: Credentials, **client_kwargs: Any) -> MarketDay:
     """The day's regular session according to TastyTrade's market sessions."""
     from tastytrade import Session

@@ -26,9 +26,8 @@ if TYPE_CHECKING:
 
     from fastmcp.client.transports import ClientTransport
 
-    from tasty_oneshot.server_log import ServerLog
-
     from tasty_oneshot.jobs import McpServer
+    from tasty_oneshot.server_log import ServerLog
 
 # The variables the TastyTrade MCP server needs; it is given these and nothing else beyond
 # the few every MCP client passes on (the MCP SDK's own list, for a POSIX host).

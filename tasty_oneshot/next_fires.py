@@ -2,7 +2,7 @@
 
 import json
 import sys
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from tasty_oneshot.errors import EXIT_OK, UsageError
@@ -11,12 +11,13 @@ from tasty_oneshot.market import calendar_day
 from tasty_oneshot.schedule import NYC, now_nyc
 
 
-def fire_time_rows(job: Job, count: int) -> list[dict[str, Any]]:
-    """The next `count` fire times from now, each with whether the market is open then."""
+def fire_time_rows(job: Job, count: int, after: datetime | None = None) -> list[dict[str, Any]]:
+    """The next `count` fire times after `after` (now), each with whether the market is open
+    then."""
     if job.schedule.is_empty:
         raise UsageError(f"job {job.name} has no schedule: give schedule flags or keys")
     rows = []
-    for fire in job.schedule.fire_times(now_nyc()):
+    for fire in job.schedule.fire_times(after or now_nyc()):
         try:
             market_open = calendar_day(fire.astimezone(NYC).date()).is_open(fire)
         except ValueError as exc:  # exchange_calendars' DateOutOfBounds: about a year ahead

@@ -23,11 +23,15 @@ def send(urls: tuple[str, ...], title: str, body: str, timeout: float = DELIVERY
     """Send to every URL; return what happened in a few words ("sent", "failed: ..."). Never
     raises."""
     result: dict[str, object] = {}
+    try:
+        # Imported here, not in the timed thread: the bound is on the network, and a loaded
+        # host can take seconds to import apprise.
+        import apprise
+    except Exception as exc:
+        return f"failed: {one_line(exc)}"
 
     def deliver() -> None:
         try:
-            import apprise
-
             apobj = apprise.Apprise()
             for url in urls:
                 service = apprise.Apprise.instantiate(url)

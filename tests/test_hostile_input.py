@@ -16,7 +16,6 @@ import random
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -46,6 +45,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+CRON_UTC = ("--cron-tz", "UTC")
 HANG_SECONDS = 30  # one in-process command taking longer than this is a hang
 
 # A valid jobs file; the byte-level fuzz mutates it. No `mcp` path that could start anything
@@ -71,7 +71,8 @@ VALID = (
 
 
 # Known, and left to generate.py: `generate-units --all` warns about each job without a
-# schedule before it refuses a file where no job has one (two lines or more, not one).
+# schedule as it goes, before a later job, the model or the lack of any scheduled job makes
+# it refuse the file (two lines or more, not one).
 NO_SCHEDULE_WARNING = re.compile(r" - WARNING - .*: no schedule, no timer generated$")
 
 
@@ -84,8 +85,7 @@ def check_outcome(code: int, stdout: str, stderr: str) -> None:
         assert LOG_LINE.match(line), f"not a log line: {line!r}\n{stderr}"
     assert code in (0, 2), f"exit {code} (1 would be an internal error here):\n{stderr}"
     if code == 2:
-        if lines[-1].endswith("--all: no job of the jobs file has a schedule"):
-            lines = [line for line in lines if not NO_SCHEDULE_WARNING.search(line)]
+        lines = [line for line in lines if not NO_SCHEDULE_WARNING.search(line)]
         assert len(lines) == 1, stderr
         assert ERROR_LINE.match(lines[0]), lines[0]
         assert stdout == ""
@@ -129,6 +129,7 @@ def inproc(tmp_path, monkeypatch, capsys) -> Iterator[Callable[..., Result]]:
 
     def call(*argv: str) -> Result:
         capsys.readouterr()
+        environment = dict(os.environ)  # a `.env` sets variables: not for the next example
         previous = signal.signal(signal.SIGALRM, hang)
         signal.setitimer(signal.ITIMER_REAL, HANG_SECONDS)
         try:
@@ -136,6 +137,8 @@ def inproc(tmp_path, monkeypatch, capsys) -> Iterator[Callable[..., Result]]:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+            os.environ.clear()
+            os.environ.update(environment)
             for handler in root.handlers[:]:
                 if handler not in before:
                     root.removeHandler(handler)
@@ -150,10 +153,7 @@ def inproc(tmp_path, monkeypatch, capsys) -> Iterator[Callable[..., Result]]:
 
 def generate_all(path: Path) -> list[str]:
     """A command that reads and checks the whole jobs file, every job, and starts nothing."""
-    return ["generate-units", "--all", "--config", str(path), "--target", "crontab"] + [
-        "--cron-tz",
-        "UTC",
-    ]
+    return ["generate-units", "--all", "--config", str(path), "--target", "crontab", *CRON_UTC]
 
 
 # --- strategy (a): structured YAML --------------------------------------------------------
@@ -186,17 +186,16 @@ def nested_list(depth: int) -> Any:
     return value
 
 
-VALUES = st.one_of(
-    st.recursive(
-        SCALARS,
-        lambda inner: st.one_of(
-            st.lists(inner, max_size=4),
-            st.dictionaries(st.one_of(ODD_TEXT, st.integers()), inner, max_size=3),
-        ),
-        max_leaves=12,
+NESTED = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(ODD_TEXT, st.integers()), inner, max_size=3),
     ),
-    st.integers(min_value=1, max_value=60).map(nested_list),
+    max_leaves=12,
 )
+# Hostile values: mostly scalars and small structures, now and then one nested too deep.
+VALUES = st.one_of(SCALARS, NESTED, NESTED, st.integers(min_value=1, max_value=60).map(nested_list))
 
 # Values that pass a key's check, so that some files are good and get past it.
 GOOD: dict[str, st.SearchStrategy[Any]] = {
@@ -245,51 +244,70 @@ ODD_KEYS = st.one_of(
 )
 
 
-def keys_of(allowed: list[str]) -> st.SearchStrategy[dict[Any, Any]]:
-    """A mapping of keys, mostly allowed ones, each with a good value or a hostile one."""
-    known = st.sampled_from(allowed).flatmap(
-        lambda key: st.tuples(st.just(key), st.one_of(GOOD.get(key, VALUES), VALUES))
+def good_keys(allowed: Any) -> st.SearchStrategy[dict[str, Any]]:
+    """Some of the allowed keys, each with a value that passes its own check (the keys may
+    still clash: two periods, cron with a time)."""
+    pair = st.sampled_from(sorted(allowed)).flatmap(
+        lambda key: st.tuples(st.just(key), GOOD.get(key, VALUES))
     )
-    odd = st.tuples(ODD_KEYS, VALUES)
-    return st.lists(st.one_of(known, known, known, odd), max_size=5).map(dict)
+    return st.lists(pair, max_size=4).map(dict)
 
 
-JOB_NAMES = st.one_of(
-    st.from_regex(r"\A[a-z0-9][a-z0-9-]{0,63}\Z"),
-    st.sampled_from(["check", "report", "a" * 64, "a" * 65, "a" * 260, "abc\n", "-x", "Check"]),
+VALID_NAME = st.from_regex(r"\A[a-z0-9][a-z0-9-]{0,63}\Z")
+BAD_NAMES = st.one_of(
+    st.sampled_from(["a" * 65, "a" * 260, "abc\n", "-x", "Check", "", "a b", "\u00e9t\u00e9"]),
     st.from_regex(r"\A[a-z0-9][a-z0-9-]{0,10}\Z").map(lambda name: name + "\n"),
     ODD_TEXT,
     st.integers(),
     st.booleans(),
+    st.none(),
 )
-
-
-@st.composite
-def a_job(draw: st.DrawFn) -> Any:
-    if draw(st.integers(min_value=0, max_value=9)) == 0:
-        return draw(VALUES)  # not even a mapping
-    job: dict[Any, Any] = {}
-    if draw(st.booleans()):
-        job.update(instructions="Check my positions", schedule="9:30am")
-    job.update(draw(keys_of(list(JOB_KEYS))))
-    return job
+FAULTS = [
+    "a top-level key's value",
+    "an odd top-level key",
+    "a job key's value",
+    "an odd job key",
+    "a bad job name",
+    "a job that is not a mapping",
+    "no instructions",
+]
 
 
 @st.composite
 def a_jobs_file(draw: st.DrawFn) -> tuple[Any, list[str]]:
-    """A document for yaml.safe_dump, and the job names in it that could be asked for."""
+    """A document for yaml.safe_dump, and a job name in it to ask for: a good file with
+    none to three faults put in (a fault may also leave it good)."""
     if draw(st.integers(min_value=0, max_value=19)) == 0:
         return draw(VALUES), []  # not even a mapping at the top
     top: dict[Any, Any] = {}
     if draw(st.booleans()):
         top.update(model="test", mcp={"command": "/bin/true"})
-    top.update(draw(keys_of(list(TOP_KEYS))))
-    if draw(st.integers(min_value=0, max_value=9)) == 0:
-        top["jobs"] = draw(VALUES)
-    else:
-        names = draw(st.lists(JOB_NAMES, max_size=4, unique_by=str))
-        top["jobs"] = {name: draw(a_job()) for name in names}
-    asked = [n for n in top["jobs"] if isinstance(n, str)] if isinstance(top["jobs"], dict) else []
+    top.update(draw(good_keys(TOP_KEYS)))
+    names = draw(st.lists(VALID_NAME, min_size=1, max_size=3, unique=True))
+    jobs: dict[Any, Any] = {}
+    for name in names:
+        jobs[name] = {"instructions": draw(GOOD["instructions"])}
+        if draw(st.integers(min_value=0, max_value=3)):  # mostly a job with a schedule
+            jobs[name]["schedule"] = draw(GOOD["schedule"])
+        jobs[name].update(draw(good_keys(JOB_KEYS)))
+    for fault in draw(st.lists(st.sampled_from(FAULTS), max_size=3)):
+        name = draw(st.sampled_from(names))
+        if fault == "a top-level key's value":
+            top[draw(st.sampled_from(sorted(TOP_KEYS)))] = draw(VALUES)
+        elif fault == "an odd top-level key":
+            top[draw(ODD_KEYS)] = draw(VALUES)
+        elif fault == "a job key's value" and isinstance(jobs.get(name), dict):
+            jobs[name][draw(st.sampled_from(sorted(JOB_KEYS)))] = draw(VALUES)
+        elif fault == "an odd job key" and isinstance(jobs.get(name), dict):
+            jobs[name][draw(ODD_KEYS)] = draw(VALUES)
+        elif fault == "a bad job name":
+            jobs[draw(BAD_NAMES)] = jobs.pop(name, {"instructions": "Check"})
+        elif fault == "a job that is not a mapping":
+            jobs[name] = draw(VALUES)
+        elif fault == "no instructions" and isinstance(jobs.get(name), dict):
+            jobs[name].pop("instructions", None)
+    top["jobs"] = draw(VALUES) if draw(st.integers(min_value=0, max_value=15)) == 0 else jobs
+    asked = [draw(st.sampled_from(names))] if isinstance(top["jobs"], dict) else []
     return top, asked
 
 
@@ -400,6 +418,35 @@ def test_jobs_file_bytes_are_accepted_or_one_line_exit_2(inproc, data):
         assert str(path) in result.stderr or "--all:" in result.stderr, result.stderr
 
 
+ENV_LINES = st.lists(
+    st.one_of(
+        st.tuples(
+            st.one_of(st.from_regex(r"\AFUZZ_[A-Z0-9_]{1,8}\Z"), ODD_TEXT),
+            st.one_of(ODD_TEXT, UNSET_REF, st.sampled_from(['"a\nb"', "'x", '"', "\\"])),
+        ).map(lambda pair: f"{pair[0]}={pair[1]}"),
+        st.sampled_from(["export FUZZ_E=1", "# comment", "=x", "FUZZ_Q='unterminated", " "]),
+        ODD_TEXT,
+    ),
+    max_size=6,
+).map(lambda lines: "\n".join(lines).encode())
+ENV_BYTES = st.one_of(
+    ENV_LINES,
+    ENV_LINES.map(lambda data: data + b"\n"),
+    st.binary(max_size=300),
+    ENV_LINES.flatmap(lambda data: MUTATIONS.map(lambda mutations: mutate(data, mutations))),
+)
+
+
+@FUZZ
+@given(data=ENV_BYTES)
+def test_dotenv_bytes_are_accepted_or_one_line_exit_2(inproc, data):
+    Path(".env").write_bytes(data)
+    result = inproc("next", "--schedule", "9:30am", "--count", "1")
+    check_outcome(*result)
+    if result.code == 2:
+        assert ".env" in result.stderr, result.stderr
+
+
 def test_the_valid_jobs_file_the_fuzz_starts_from_is_valid(inproc):
     path = Path("jobs.yaml").absolute()
     path.write_bytes(VALID)
@@ -413,9 +460,8 @@ def seeded_case(seed: int) -> bytes:
     rng = random.Random(seed)
     if seed == 0:
         return rng.randbytes(600)
-    kinds = ["flip", "insert", "delete", "truncate"]
     mutations = [
-        Mutation(rng.choice(kinds[:3]), rng.random(), rng.randrange(256))
+        Mutation(rng.choice(["flip", "insert", "delete"]), rng.random(), rng.randrange(256))
         for _ in range(rng.randint(1, 4))
     ]
     return mutate(VALID, mutations)
@@ -502,7 +548,11 @@ BAD_JOB_VALUES = {
 )
 def test_a_hostile_job_value_is_one_line_naming_file_job_and_key(ws, extra, key, hint):
     # A key given twice is refused: a hostile `instructions` replaces the good one.
-    body = CHECK.replace("    instructions: Check my positions\n", "") if key == "instructions" else CHECK
+    body = (
+        CHECK.replace("    instructions: Check my positions\n", "")
+        if key == "instructions"
+        else CHECK
+    )
     path = jobs_file(ws, body + extra)
     line = refused(ws, ws.cli("run", "--job", "check", "--scheduled", at=IN_SLOT))
     assert str(path) in line and "job 'check'" in line and f"key '{key}'" in line, line
@@ -564,7 +614,6 @@ def test_a_hostile_flag_is_one_line_naming_the_flag(ws, args, flag, hint):
     jobs_file(ws, CHECK)
     line = refused(ws, ws.cli(*args, "--model", "test") if args[0] == "run" else ws.cli(*args))
     assert flag in line and hint in line, line
-    assert not (ws.state / "locks" / "abc\n.lock").exists()
 
 
 # --- env files ----------------------------------------------------------------------------
@@ -753,6 +802,7 @@ def test_generate_units_refuses_a_model_typo(ws):
     ids=["an absolute path", "a bare name"],
 )
 def test_an_mcp_command_that_does_not_exist_is_one_line_exit_2(ws, command, hint):
+    # The line names the command, not the file or the key (mcp_server.py words it).
     ws.write(
         "tasty-oneshot.yaml",
         f"model: test\nmcp:\n  command: {command}\n" + CHECK,
@@ -770,7 +820,3 @@ def test_the_fuzz_helpers_see_a_traceback_and_a_stray_line():
     with pytest.raises(AssertionError):
         check_outcome(2, "", "2026-11-30 10:00:00 - ERROR - a\nb\n")
     check_outcome(0, "x", "2026-11-30 10:00:00 - WARNING - a\n")
-
-
-if sys.platform != "linux":  # FIFOs, chown and faketime: this file assumes Linux
-    pytestmark = pytest.mark.skip("Linux only")

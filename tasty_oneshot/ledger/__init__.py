@@ -54,6 +54,16 @@ class Finish(NamedTuple):
     cost: float | None = None
 
 
+class StatusFacts(NamedTuple):
+    """One job's rows, as `status` reads them."""
+
+    last: dict[str, Any] | None  # the newest row, as history --json shows it
+    last_ok_at: str | None
+    agent_statuses: list[str]  # statuses of the runs that started the agent, newest first
+    first_scheduled_utc: str | None  # when the job's first scheduled run started
+    used_slots: set[str]  # UTC ISO of the slots claimed since the time asked for
+
+
 class JobLockLike(Protocol):
     def acquire(self) -> None: ...  # raises lock.JobLocked when another run holds it
     def release(self) -> None: ...
@@ -80,6 +90,7 @@ class Ledger(Protocol):
         status: str | None = None,
     ) -> list[dict[str, Any]]: ...
     def totals(self, job: str | None, since: datetime | None) -> list[dict[str, Any]]: ...
+    def status_facts(self, job: str, since: datetime) -> StatusFacts: ...
     def close(self) -> None: ...
 
 
