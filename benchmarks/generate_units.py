@@ -57,7 +57,7 @@ def main() -> None:
         config = root / "jobs.yaml"
         config.write_text(jobs_yaml(args.jobs))
         env = {**os.environ, "TASTY_ONESHOT_STATE_DIR": str(root / "state")}
-        base = [CLI, "generate-units", "--all", "--config", str(config)]
+        base = [CLI, "generate-units", "--no-env-file", "--all", "--config", str(config)]
         cases = {
             "python -I -c pass": [sys.executable, "-I", "-c", "pass"],
             f"systemd, {args.jobs} jobs": [

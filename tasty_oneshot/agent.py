@@ -63,28 +63,43 @@ class AgentFailed(Exception):
         self.reason, self.usage, self.cost = reason, usage, cost
 
 
+def needed_variables(job: Job) -> list[tuple[str, ...]]:
+    """The credentials a run of this job needs from its environment: groups of variable
+    names, one of each group set. Also checks that its MCP server command can start."""
+    needed: list[tuple[str, ...]] = []
+    provider = job.model.split(":", 1)[0] if job.model and ":" in job.model else None
+    keys = PROVIDER_KEYS.get(provider or "", ())
+    # A local OpenAI-compatible server (OPENAI_BASE_URL) may need no key at all.
+    local = provider in OPENAI_PROVIDERS and os.environ.get("OPENAI_BASE_URL")
+    if keys and not local:
+        needed.append(keys)
+    if job.mcp is not None and job.mcp.url:
+        return needed
+    try:
+        command, _ = command_and_args(job.mcp)  # a command that cannot start is exit 2 too
+    except UsageError as exc:
+        where = f"{job.source}: job '{job.name}': key 'mcp'" if job.source else "mcp"
+        raise UsageError(f"{where}: {exc}") from None
+    if Path(command).name == "tasty-agent":
+        needed += [(name,) for name in TASTYTRADE_ENV[:2]]
+    return needed
+
+
 def check_ready(job: Job) -> None:
     """Everything a run needs that can be checked without starting it (exit 2 if missing)."""
     if not job.model:
         raise UsageError(
             "no model: give --model, set 'model' in the jobs file, or set MODEL_IDENTIFIER"
         )
-    provider = job.model.split(":", 1)[0] if ":" in job.model else None
-    keys = PROVIDER_KEYS.get(provider or "", ())
-    # A local OpenAI-compatible server (OPENAI_BASE_URL) may need no key at all.
-    local = provider in OPENAI_PROVIDERS and os.environ.get("OPENAI_BASE_URL")
-    if keys and not local and not any(os.environ.get(k) for k in keys):
-        raise UsageError(f"model {job.model}: {' or '.join(keys)} is not set")
-    if job.mcp is not None and job.mcp.url:
+    missing = [group for group in needed_variables(job) if not any(map(os.environ.get, group))]
+    if not missing:
         return
-    command, _ = command_and_args(job.mcp)  # a command that cannot start is exit 2 too
-    if Path(command).name == "tasty-agent":
-        missing = [k for k in TASTYTRADE_ENV[:2] if not os.environ.get(k)]
-        if missing:
-            raise UsageError(
-                f"{' and '.join(missing)} not set: the tasty-agent MCP server "
-                "needs TastyTrade credentials (see --env-file)"
-            )
+    names = " and ".join(" or ".join(group) for group in missing)
+    for_what = "the model" if missing[0] in PROVIDER_KEYS.values() else "the tasty-agent MCP server"
+    raise UsageError(
+        f"job {job.name}: {names} not set, needed by {for_what}: set it in the environment, "
+        "in ./.env, or in a file given with --env-file"
+    )
 
 
 def import_pydantic_ai() -> None:

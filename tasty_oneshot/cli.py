@@ -61,6 +61,18 @@ _max_tokens = _typed(int, jobs.MAX_TOKENS)
 _max_cost = _typed(float, jobs.MAX_COST)
 _count = _typed(int, jobs.whole(1, 1000))
 _limit = _typed(int, jobs.whole(1, 1_000_000))
+_days = _typed(int, jobs.whole(1, 366))
+
+
+EXIT_CODES = """\
+exit status:
+  0        the agent ran and finished, or the run was deliberately skipped
+  1        the run failed, or a fault of the surroundings (ledger, disk) stopped it
+  2        usage or configuration error: nothing ran
+  75       another run of this job holds its lock, or no place came free (busy)
+  124      the run passed its timeout and was stopped
+  129/130/143  interrupted by SIGHUP / SIGINT / SIGTERM
+"""
 
 
 def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +81,12 @@ def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--market-open", action="store_true", help="same as --schedule 9:30am")
     group.add_argument("--hourly", action="store_true", help="every 3600 s")
     group.add_argument("--daily", action="store_true", help="every 86400 s")
-    group.add_argument("--period", type=_period, metavar="SECONDS")
+    group.add_argument(
+        "--period",
+        type=_period,
+        metavar="SECONDS",
+        help="every SECONDS, aligned to NYC midnight (or to --schedule) when it divides a day",
+    )
     group.add_argument("--cron", metavar='"M H DOM MON DOW"', help="five fields, NYC time")
     group.add_argument(
         "--ignore-market-hours",
@@ -78,49 +95,96 @@ def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_job_selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("instructions", nargs="?", metavar="INSTRUCTIONS")
-    parser.add_argument("--job", metavar="NAME", help="a job of the jobs file")
+def _add_job_selection(parser: argparse.ArgumentParser, *, many: bool = False) -> None:
+    parser.add_argument(
+        "instructions",
+        nargs="?",
+        metavar="INSTRUCTIONS",
+        help="what the agent is asked to do (an ad hoc job; else --job)",
+    )
+    if many:
+        parser.add_argument(
+            "--job", metavar="NAME", action="append", default=[], help="a job (repeatable)"
+        )
+        parser.add_argument("--all", action="store_true", help="every job of the jobs file")
+    else:
+        parser.add_argument("--job", metavar="NAME", help="a job of the jobs file")
     parser.add_argument("--name", metavar="NAME", help="name of an ad hoc job")
     parser.add_argument("--config", metavar="FILE", help="the jobs file")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tasty-oneshot", description="Run a TastyTrade agent once per timer.")
-    parser.add_argument("--version", action="version", version=f"tasty-oneshot {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _command(commands: Any, name: str, help: str) -> _Parser:
+    parser: _Parser = commands.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
 
-    run = commands.add_parser("run", help="resolve exactly one run and exit")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tasty-oneshot",
+        description="Run a TastyTrade agent once per timer firing, from systemd or cron.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tasty-oneshot {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    run = _command(commands, "run", "resolve exactly one run and exit")
     _add_job_selection(run)
     run.add_argument("--env-file", metavar="FILE", help="dotenv file loaded first")
     _add_schedule_flags(run)
     run.add_argument("--scheduled", action="store_true", help="invoked by a timer: slot guard")
-    run.add_argument("--max-delay", type=_max_delay, metavar="SECONDS")
+    run.add_argument(
+        "--max-delay",
+        type=_max_delay,
+        metavar="SECONDS",
+        help="how late after a fire time a --scheduled run may start (default 300)",
+    )
     run.add_argument("--model", metavar="ID", help="pydantic-ai model, e.g. openai:gpt-5-mini")
-    run.add_argument("--timeout", type=_timeout, metavar="SECONDS")
-    run.add_argument("--trading", choices=("read-only", "dry-run", "live"))
-    run.add_argument("--max-requests", type=_max_requests, metavar="N")
-    run.add_argument("--max-tool-calls", type=_max_tool_calls, metavar="N")
-    run.add_argument("--max-tokens", type=_max_tokens, metavar="N")
-    run.add_argument("--max-cost", type=_max_cost, metavar="USD")
-    run.add_argument("--remember", choices=("last", "none"), help="give the model the last output")
+    run.add_argument(
+        "--timeout",
+        type=_timeout,
+        metavar="SECONDS",
+        help="bounds the whole invocation, market check included (default 300)",
+    )
+    run.add_argument(
+        "--trading",
+        choices=("read-only", "dry-run", "live"),
+        help="what the model may do to the account (default read-only)",
+    )
+    run.add_argument(
+        "--max-requests", type=_max_requests, metavar="N", help="model requests (default 30)"
+    )
+    run.add_argument(
+        "--max-tool-calls", type=_max_tool_calls, metavar="N", help="tool calls (default 60)"
+    )
+    run.add_argument(
+        "--max-tokens", type=_max_tokens, metavar="N", help="tokens in and out (default 400000)"
+    )
+    run.add_argument("--max-cost", type=_max_cost, metavar="USD", help="dollars (default none)")
+    run.add_argument(
+        "--remember",
+        choices=("last", "none"),
+        help="give the model the last successful output (default none)",
+    )
     run.add_argument("--notify", metavar="URL", action="append", help="Apprise URL (repeatable)")
     run.add_argument(
         "--notify-on",
-        metavar="EVENT",
         action="append",
         choices=("output", "failure", "skip"),
-        help="repeatable",
+        help="when the run itself alerts, repeatable (default failure)",
     )
+    run.add_argument("--ping", metavar="URL", help="healthchecks.io-style dead-man's switch")
 
-    units = commands.add_parser(
-        "generate-units", help="systemd timers, crontab lines or Kubernetes CronJobs"
+    units = _command(
+        commands, "generate-units", "systemd timers, crontab lines or Kubernetes CronJobs"
     )
-    units.add_argument("instructions", nargs="?", metavar="INSTRUCTIONS")
-    units.add_argument("--job", metavar="NAME", action="append", default=[], help="repeatable")
-    units.add_argument("--all", action="store_true", help="every job of the jobs file")
-    units.add_argument("--name", metavar="NAME", help="name of an ad hoc job")
-    units.add_argument("--config", metavar="FILE", help="the jobs file")
+    _add_job_selection(units, many=True)
     _add_schedule_flags(units)
     units.add_argument("--target", choices=("systemd", "crontab", "kubernetes"), required=True)
     units.add_argument("--output-dir", metavar="DIR", help="write files here (else print)")
@@ -128,24 +192,55 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--user", action="store_true", help="user units (the default)")
     scope.add_argument("--system", action="store_true", help="system units")
     units.add_argument("--env-file", metavar="PATH", help="credentials, by reference")
+    units.add_argument(
+        "--no-env-file",
+        action="store_true",
+        help="the credentials reach the timer another way (no --env-file needed)",
+    )
     units.add_argument("--cron-tz", metavar="ZONE", help="the cron daemon's zone (default: host)")
     units.add_argument("--image", metavar="IMAGE", help="kubernetes: the tasty-oneshot image")
-    units.add_argument("--secret", metavar="NAME", help="kubernetes: credentials (tasty-oneshot)")
+    units.add_argument(
+        "--secret", metavar="NAME", help="kubernetes: credentials (default tasty-oneshot)"
+    )
     units.add_argument("--namespace", metavar="NS", help="kubernetes: the objects' namespace")
 
-    upcoming = commands.add_parser("next", help="preview the next fire times")
-    _add_job_selection(upcoming)
+    upcoming = _command(commands, "next", "preview the next fire times")
+    _add_job_selection(upcoming, many=True)
     _add_schedule_flags(upcoming)
-    upcoming.add_argument("--count", type=_count, metavar="N", default=10)
+    upcoming.add_argument(
+        "--count", type=_count, metavar="N", default=10, help="fire times (default 10)"
+    )
     upcoming.add_argument("--json", action="store_true")
 
-    history = commands.add_parser("history", help="read the run ledger")
-    history.add_argument("--job", metavar="NAME")
-    history.add_argument("--limit", type=_limit, metavar="N", default=20)
+    history = _command(commands, "history", "read the run ledger")
+    history.add_argument("--job", metavar="NAME", help="only this job's runs")
+    history.add_argument("--status", choices=ledger_statuses(), help="only runs that ended so")
+    history.add_argument("--limit", type=_limit, metavar="N", default=20, help="rows (default 20)")
     history.add_argument("--since", metavar="DATE", help="YYYY-MM-DD (NYC) or ISO-8601")
     history.add_argument("--config", metavar="FILE")
     history.add_argument("--json", action="store_true")
+
+    status = _command(commands, "status", "every job at a glance: last run, missed slots")
+    status.add_argument(
+        "--job", metavar="NAME", action="append", default=[], help="a job (repeatable)"
+    )
+    status.add_argument("--config", metavar="FILE", help="the jobs file")
+    status.add_argument(
+        "--days",
+        type=_days,
+        metavar="N",
+        default=7,
+        help="look back N days for missed slots (default 7)",
+    )
+    status.add_argument("--json", action="store_true")
+    status.add_argument(
+        "--check", action="store_true", help="exit 1 when a job is failing or missed a slot"
+    )
     return parser
+
+
+def ledger_statuses() -> tuple[str, ...]:
+    return ("ok", "failed", "skipped", "locked", "timeout", "interrupted", "running", "abandoned")
 
 
 def _job_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,7 +298,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 def dispatch(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # a bare `tasty-oneshot`: say what it can do
+            parser.print_help()
+            return EXIT_USAGE
         if args.command == "run":
             from tasty_oneshot.runner import RunRequest, run
 
@@ -238,29 +337,29 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
                     image=args.image,
                     secret=args.secret,
                     namespace=args.namespace,
+                    no_env_file=args.no_env_file,
                 )
             )
         if args.command == "next":
-            from tasty_oneshot.next_fires import show_next
-            from tasty_oneshot.runner import RunRequest, load_job
-
-            preview = args.instructions is None and args.job is None  # flags alone
-            request = RunRequest(
-                instructions="(schedule preview)" if preview else args.instructions,
-                job=args.job,
-                name="preview" if preview else args.name,
-                config=args.config,
-                options=_job_options(args),
-            )
-            job, _ = load_job(request)
-            return show_next(job, args.count, args.json)
+            return _next(args)
         if args.command == "history":
             from tasty_oneshot.env_file import load_env_file
             from tasty_oneshot.history import history
 
             load_env_file(Path(".env"), required=False)  # it may set TASTY_ONESHOT_STATE_DIR
+            return history(
+                job=args.job,
+                limit=args.limit,
+                since=args.since,
+                status=args.status,
+                as_json=args.json,
+            )
+        if args.command == "status":
+            from tasty_oneshot.runner import file_jobs
+            from tasty_oneshot.status import status
 
-            return history(job=args.job, limit=args.limit, since=args.since, as_json=args.json)
+            selected = file_jobs(args.config, args.job, scheduled_only=False)
+            return status(selected, args.days, args.json, args.check)
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
@@ -278,3 +377,27 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
         log.error("internal error: %s (please report it)", one_line(exc))
         return EXIT_FAILED
     raise AssertionError(args.command)
+
+
+def _next(args: argparse.Namespace) -> int:
+    """`next`: one ad hoc schedule, the jobs named, or every scheduled job of the file."""
+    from tasty_oneshot.next_fires import show_next
+    from tasty_oneshot.runner import RunRequest, file_jobs, load_job
+
+    options = _job_options(args)
+    flags_alone = args.instructions is None and not args.job and not args.all
+    if args.instructions is not None or (flags_alone and options):
+        if args.job or args.all:
+            raise UsageError("give INSTRUCTIONS or schedule flags, or --job/--all, not both")
+        request = RunRequest(
+            instructions=args.instructions or "(schedule preview)",
+            name=args.name or (None if args.instructions else "preview"),
+            config=args.config,
+            options=options,
+        )
+        job, _ = load_job(request)
+        return show_next([job], args.count, args.json)
+    if options and not args.job:
+        raise UsageError("schedule flags with --all: name the job (--job NAME) they apply to")
+    selected = file_jobs(args.config, args.job, scheduled_only=True, options=options)
+    return show_next(selected, args.count, args.json)

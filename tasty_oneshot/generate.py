@@ -45,20 +45,24 @@ class GenerateRequest(NamedTuple):
     image: str | None = None  # kubernetes: the image built from the Containerfile
     secret: str | None = None  # kubernetes: the Secret holding the credentials
     namespace: str | None = None  # kubernetes
+    no_env_file: bool = False  # credentials reach the timer another way
 
 
 def generate_units(request: GenerateRequest) -> int:
     """Errors first (nothing written, one line), then warnings, then the files."""
     now = now_nyc()
     check_target_options(request)
-    jobs = select_jobs(request)
+    jobs, unscheduled = select_jobs(request)
     env_file = _env_file(request.env_file)
     for job in jobs:
         refuse_unhonourable(job, request.target, now)
     files = render(jobs, request, env_file, now)
+    refuse_missing_credentials(jobs, request)
     output_dir = Path(request.output_dir) if request.output_dir else None
     if output_dir is not None:
         prepare_output_dir(output_dir, files)
+    for where in unscheduled:
+        log.warning("%s: no schedule, no timer generated", where)
     for job in jobs:
         warn_about(job, now)
     if request.target == "kubernetes":
@@ -74,7 +78,47 @@ def generate_units(request: GenerateRequest) -> int:
     write_files(output_dir, files)
     for name in files:
         log.info("wrote %s", output_dir / name)
+    if request.target == "systemd":
+        sys.stdout.write(enable_commands(jobs, output_dir, request.system))
     return EXIT_OK
+
+
+def enable_commands(jobs: list[Job], output_dir: Path, system: bool) -> str:
+    """The commands that make systemd use the units just written, to copy and run."""
+    import shlex
+
+    scope = "" if system else " --user"
+    timers = " ".join(systemd.unit_names(job)[0] for job in jobs)
+    lines = ["# To enable them:"]
+    expected = Path("/etc/systemd/system") if system else Path.home() / ".config/systemd/user"
+    if output_dir.absolute() != expected:
+        lines.append(f"cp {shlex.quote(str(output_dir))}/tasty-oneshot-*.* {expected}/")
+    lines += [
+        f"systemctl{scope} daemon-reload",
+        f"systemctl{scope} enable --now {timers}",
+    ]
+    if not system:  # user timers stop at logout without it
+        lines.append('loginctl enable-linger "$USER"')
+    lines.append(f"systemctl{scope} list-timers 'tasty-oneshot-*'")
+    return "\n".join(lines) + "\n"
+
+
+def refuse_missing_credentials(jobs: list[Job], request: GenerateRequest) -> None:
+    """A timer's run sees neither this shell's environment nor ./.env (its working directory
+    is $HOME or /): refuse to write units whose runs would all fail for want of a credential,
+    unless --env-file carries them or --no-env-file says they arrive another way."""
+    if request.env_file or request.no_env_file or request.target == "kubernetes":
+        return
+    from tasty_oneshot.agent import needed_variables
+
+    for job in jobs:
+        needed = [" or ".join(group) for group in needed_variables(job)]
+        if needed:
+            raise UsageError(
+                f"{_where(job)}: its runs need {', '.join(needed)}, which a timer does not "
+                "get from this shell or ./.env: give --env-file FILE (chmod 600), or "
+                "--no-env-file if they reach the timer another way"
+            )
 
 
 def render(
@@ -98,8 +142,9 @@ def render(
     return files
 
 
-def select_jobs(request: GenerateRequest) -> list[Job]:
-    """The jobs to generate for: --job (repeated), --all, or ad hoc INSTRUCTIONS."""
+def select_jobs(request: GenerateRequest) -> tuple[list[Job], list[str]]:
+    """The jobs to generate for (--job, repeated; --all; or ad hoc INSTRUCTIONS), and the
+    jobs of --all that have no schedule (to warn about, once nothing is refused)."""
     chosen = sum([bool(request.jobs), request.all_jobs, request.instructions is not None])
     if chosen != 1:
         raise UsageError("give exactly one of INSTRUCTIONS, --job NAME (repeatable) or --all")
@@ -113,7 +158,8 @@ def select_jobs(request: GenerateRequest) -> list[Job]:
         names = [*sorted(jobs_file.jobs)]
     else:
         names = [*request.jobs] or [None]
-    jobs = []
+    jobs: list[Job] = []
+    unscheduled: list[str] = []  # warned about once nothing is refused any more
     for name in names:
         job = resolve_job(
             jobs_file,
@@ -125,19 +171,19 @@ def select_jobs(request: GenerateRequest) -> list[Job]:
         if job.schedule.is_empty:
             where = f"{job.source}: job '{job.name}'" if job.source is not None else job.name
             if request.all_jobs:  # a job kept for runs by hand: nothing to schedule
-                log.warning("%s: no schedule, no timer generated", where)
+                unscheduled.append(where)
                 continue
             raise UsageError(f"{where}: no schedule to generate a timer for")
         jobs.append(job)
     if not jobs:
-        raise UsageError("--all: no job of the jobs file has a schedule")
+        raise UsageError(f"{config}: --all: no job of the jobs file has a schedule")
     check_urls(notify_sources(jobs_file, request.options), None)
     if any(job.model not in (None, "test") for job in jobs):
         from tasty_oneshot.agent import check_model_name
 
         for job in jobs:
             check_model_name(job)
-    return jobs
+    return jobs, unscheduled
 
 
 def run_words(job: Job, request: GenerateRequest, env_file: str | None) -> list[str]:

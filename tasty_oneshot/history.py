@@ -1,5 +1,6 @@
 """`tasty-oneshot history`: the run ledger, newest first."""
 
+import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -9,7 +10,9 @@ from tasty_oneshot.errors import EXIT_OK, UsageError
 from tasty_oneshot.ledger import dumps, open_ledger
 from tasty_oneshot.schedule import NYC
 
-COLUMNS = ("id", "job", "status", "started_at", "slot", "exit", "tokens", "reason")
+COLUMNS = ("id", "job", "status", "started_at", "took", "slot", "exit", "tokens", "reason")
+REASON_WIDTH = 80
+log = logging.getLogger("tasty_oneshot")
 
 
 def parse_since(text: str) -> datetime:
@@ -25,14 +28,19 @@ def parse_since(text: str) -> datetime:
     return moment
 
 
-def history(job: str | None, limit: int, since: str | None, as_json: bool) -> int:
+def history(
+    job: str | None, limit: int, since: str | None, as_json: bool, status: str | None = None
+) -> int:
     since_at = parse_since(since) if since else None  # before the ledger: a bad --since
     ledger = open_ledger(paths.state_dir())  # leaves no state directory or ledger behind
     try:
-        rows = ledger.runs(job=job, limit=limit, since=since_at)
+        rows = ledger.runs(job=job, limit=limit, since=since_at, status=status)
         totals = ledger.totals(job=job, since=since_at)
+        where = ledger.where
     finally:
         ledger.close()
+    if not rows:  # say which ledger was read: the wrong state directory is the usual cause
+        log.warning("no runs in %s", where)
     if as_json:
         sys.stdout.write(dumps(rows) + "\n")
         return EXIT_OK
@@ -42,10 +50,11 @@ def history(job: str | None, limit: int, since: str | None, as_json: bool) -> in
             r["job"],
             r["status"],
             r["started_at"],
+            _duration(r),
             r["slot"] or "-",
             "-" if r["exit_code"] is None else str(r["exit_code"]),
             str(r["usage"]["input_tokens"] + r["usage"]["output_tokens"]),
-            (r["reason"] or "")[:80],
+            _cut(r["reason"] or "", REASON_WIDTH),
         )
         for r in rows
     ]
@@ -53,11 +62,12 @@ def history(job: str | None, limit: int, since: str | None, as_json: bool) -> in
     period = f"since {since_at.isoformat(timespec='minutes')}" if since_at else "all time"
     sys.stdout.write(f"\ntotals ({period}):\n")
     _write_table(
-        [("job", "runs", "tokens", "cost")]
+        [("job", "runs", "skips", "tokens", "cost")]
         + [
             (
                 t["job"],
-                str(t["runs"]),
+                str(t["agent_runs"] or 0),
+                str(t["runs"] - (t["agent_runs"] or 0)),
                 str(t["tokens"] or 0),
                 _cost(t),
             )
@@ -67,10 +77,28 @@ def history(job: str | None, limit: int, since: str | None, as_json: bool) -> in
     return EXIT_OK
 
 
+def _duration(row: dict[str, Any]) -> str:
+    if not row["finished_at"]:
+        return "-"
+    seconds = (
+        datetime.fromisoformat(row["finished_at"]) - datetime.fromisoformat(row["started_at"])
+    ).total_seconds()
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def _cut(text: str, width: int) -> str:
+    """At most `width` characters, cut at a word, never in the middle of one."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    cut = text[: width - 3].rsplit(" ", 1)[0]
+    return cut + " ..."
+
+
 def _cost(total: dict[str, Any]) -> str:
     """A job's total cost, saying so when some of its agent runs could not be priced."""
     if total["cost"] is None:
-        return "unknown"
+        return "unknown" if total["agent_runs"] else "-"
     text = f"${total['cost']:.4f}"
     if total["priced"] < total["agent_runs"]:
         text += f" ({total['priced']} of {total['agent_runs']} runs priced)"

@@ -328,7 +328,9 @@ def resolve_job(
         if name is not None:
             raise UsageError("--name names an ad hoc job (INSTRUCTIONS); a --job has its name")
         if jobs_file is None:
-            raise UsageError(f"--job {job_name}: no jobs file found (use --config FILE)")
+            from tasty_oneshot.paths import where_looked
+
+            raise UsageError(f"--job {job_name}: no jobs file found ({where_looked()})")
         if job_name not in jobs_file.jobs:
             known = ", ".join(sorted(jobs_file.jobs)) or "none"
             raise UsageError(f"{jobs_file.path}: job '{job_name}': no such job (jobs: {known})")
@@ -347,7 +349,12 @@ def resolve_job(
         where = ""
         source = None
     else:
-        raise UsageError("give exactly one of INSTRUCTIONS or --job NAME")
+        known = (
+            f" (jobs in {jobs_file.path}: {', '.join(sorted(jobs_file.jobs))})"
+            if (jobs_file is not None and jobs_file.jobs and job_name is None)
+            else ""
+        )
+        raise UsageError(f"give exactly one of INSTRUCTIONS or --job NAME{known}")
     defaults = jobs_file.defaults if jobs_file else {}
     merged = {**defaults, **own}
     schedule_where = where

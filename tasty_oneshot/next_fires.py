@@ -38,20 +38,30 @@ def fire_time_rows(job: Job, count: int, after: datetime | None = None) -> list[
     return rows
 
 
-def show_next(job: Job, count: int, as_json: bool) -> int:
-    rows = fire_time_rows(job, count)
+def show_next(jobs: list[Job], count: int, as_json: bool) -> int:
+    """Each job's next `count` fire times. With --json, one job gives the contract's array;
+    several give one array in time order, each row naming its job."""
+    per_job = [(job, fire_time_rows(job, count)) for job in jobs]
     if as_json:
+        if len(jobs) == 1:
+            rows = per_job[0][1]
+        else:
+            rows = sorted(
+                ({"job": job.name, **row} for job, job_rows in per_job for row in job_rows),
+                key=lambda row: (row["utc"], row["job"]),
+            )
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return EXIT_OK
     out = sys.stdout
-    out.write(f"{job.name}: {job.schedule.describe()}\n")
-    if job.schedule.is_monotonic:
-        out.write(
-            "  (a monotonic period: times below count from now; the timer counts from "
-            "when it starts)\n"
-        )
-    for row in rows:
-        at = row["at"].replace("T", " ")
-        state = "runs" if row["will_run"] else "skip: market closed"
-        out.write(f"  {at}  ({row['utc'].replace('T', ' ')[:-6]} UTC)  {state}\n")
+    for job, rows in per_job:
+        out.write(f"{job.name}: {job.schedule.describe()}\n")
+        if job.schedule.is_monotonic:
+            out.write(
+                "  (a monotonic period: times below count from now; the timer counts from "
+                "when it starts)\n"
+            )
+        for row in rows:
+            at = row["at"].replace("T", " ")
+            state = "runs" if row["will_run"] else "skip: market closed"
+            out.write(f"  {at}  ({row['utc'].replace('T', ' ')[:-6]} UTC)  {state}\n")
     return EXIT_OK

@@ -40,6 +40,15 @@ def config_path(explicit: str | None) -> Path | None:
     return candidate.absolute() if candidate.is_file() else None
 
 
+def where_looked() -> str:
+    """Where a jobs file was looked for, for the message that none was found."""
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return (
+        f"looked for --config FILE, ${CONFIG_ENV}, {Path(LOCAL_CONFIG).absolute()} and "
+        f"{xdg / 'tasty-oneshot' / 'jobs.yaml'}"
+    )
+
+
 def state_dir() -> Path:
     """The state directory (locks, run ledger, caches): created with mode 0700 when missing,
     else checked like every directory in it (see private_dir)."""

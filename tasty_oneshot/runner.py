@@ -74,6 +74,7 @@ class Outcome(NamedTuple):
     output: str | None = None
     usage: Usage = Usage()
     cost: float | None = None
+    ping: str | None = None  # a skip's dead-man's-switch ping: "success", "log" or none
 
 
 def load_job(request: RunRequest) -> tuple[Job, JobsFile | None]:
@@ -94,6 +95,32 @@ def load_job(request: RunRequest) -> tuple[Job, JobsFile | None]:
     return job, jobs_file
 
 
+def file_jobs(
+    config: str | None,
+    names: list[str],
+    *,
+    scheduled_only: bool,
+    options: dict[str, Any] | None = None,
+) -> list[Job]:
+    """The jobs file's jobs named (all, without names; only those with a schedule, with
+    `scheduled_only`), for the commands that look at several jobs."""
+    load_env_file(Path(".env"), required=False)
+    path = paths.config_path(config)
+    if path is None:
+        raise UsageError(f"no jobs file found: {paths.where_looked()}")
+    jobs_file = load_jobs_file(path)
+    chosen = names or sorted(jobs_file.jobs)
+    jobs = [
+        resolve_job(jobs_file, job_name=name, instructions=None, name=None, options=options or {})
+        for name in dict.fromkeys(chosen)
+    ]
+    if scheduled_only and not names:
+        jobs = [job for job in jobs if not job.schedule.is_empty]
+    if not jobs:
+        raise UsageError(f"{path}: no {'scheduled ' if scheduled_only else ''}jobs")
+    return jobs
+
+
 def run(request: RunRequest) -> int:
     """One invocation: check the job, then slot, lock, market, agent; record; exit code."""
     started_at, started = now_nyc(), time.monotonic()
@@ -102,6 +129,8 @@ def run(request: RunRequest) -> int:
     secrets.register_urls(job.notify)
     if job.mcp is not None and job.mcp.url:  # a remote server's URL may carry a token
         secrets.register_urls((job.mcp.url,))
+    if job.ping:
+        secrets.register_urls((job.ping,))
     if not request.scheduled and any(k in request.options for k in SCHEDULE_KEYS):
         raise UsageError(
             "schedule flags need a timer: run the job now without them, or schedule it with: "
@@ -118,7 +147,6 @@ def run(request: RunRequest) -> int:
     signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
         invocation = Invocation(job, request, state, started_at, started + job.timeout)
-        log.info("job %s: %s", job.name, job.schedule.describe())
         try:
             return _slot_lock_market_agent(invocation)
         except (KeyboardInterrupt, Interrupted) as exc:
@@ -146,8 +174,9 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         lock.acquire()
     except JobLocked:
         reason = f"another run of {job.name} holds its lock ({run.ledger.where})"
-        return run.record(Outcome("locked", reason, EXIT_LOCKED))
+        return run.record(Outcome("locked", reason, EXIT_LOCKED, ping="log"))
     try:
+        log.info("job %s: %s", job.name, job.schedule.describe())
         # Holding the job's lock: any run of it still `running` in the ledger is dead.
         run.ledger.abandon_dead(job.name, os.getpid(), host_name())
         if run.slot is not None and run.ledger.slot_used(job.name, run.slot):
@@ -159,7 +188,7 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
             # imported (not even asyncio).
             verdict = cached_verdict(run.market_time, run.state / "market", Credentials.from_env())
             if verdict is not None and not verdict.open:
-                return run.record(Outcome("skipped", verdict.describe(), EXIT_OK))
+                return run.record(Outcome("skipped", verdict.describe(), EXIT_OK, ping="success"))
         import asyncio  # here, not at the top: a skip must stay light
 
         return run.record(asyncio.run(_stoppable(run, verdict)))
@@ -185,6 +214,11 @@ class Invocation:
         self.cost: float | None = None
         self.notes: list[str] = []  # what became of the agent's own notify calls
         self.exit_code: int | None = None  # set once the outcome is recorded
+        self.pinger = None
+        if job.ping:
+            from tasty_oneshot.ping import Pinger
+
+            self.pinger = Pinger(job.ping)
 
     @property
     def market_time(self) -> datetime:
@@ -246,6 +280,7 @@ class Invocation:
             self._finish(outcome)
         if outcome.output is not None:
             print_output(outcome.output)
+        self._ping(outcome)
         text = outcome.output if outcome.status == "ok" else outcome.reason
         job = self.job
         alerted = notify_outcome(job.notify, job.notify_on, job.name, outcome.status, text or "")
@@ -254,6 +289,19 @@ class Invocation:
         if notes and run_id is not None:
             self._keep_or_warn(lambda: self.ledger.note_notify(run_id, "; ".join(notes)))
         return outcome.exit_code
+
+    def _ping(self, outcome: Outcome) -> None:
+        """The dead-man's switch: the exit of a run that started the agent; a market-closed
+        skip is a success, a lock refusal a log entry; a slot-guard skip says nothing."""
+        if self.pinger is None:
+            return
+        if self.run_id is not None:
+            text = outcome.output if outcome.status == "ok" else outcome.reason
+            self.pinger.exit(outcome.exit_code, text or "")
+        elif outcome.ping == "success":
+            self.pinger.success(outcome.reason)
+        elif outcome.ping == "log":
+            self.pinger.log(outcome.reason)
 
     def _finish(self, outcome: Outcome) -> None:
         run_id, reservation = self.run_id, self.reservation
@@ -369,7 +417,7 @@ async def _market_then_agent(run: Invocation, verdict: Verdict | None) -> Outcom
                 return Outcome("failed", f"market check failed: {exc}", EXIT_FAILED)
         log.info(verdict.describe())
         if not verdict.open:
-            return Outcome("skipped", verdict.describe(), EXIT_OK)
+            return Outcome("skipped", verdict.describe(), EXIT_OK, ping="success")
 
     # The run goes ahead. The MCP server starts now and imports its world while this process
     # imports pydantic-ai (in a thread, so a timeout or a signal still stops the run).
@@ -387,6 +435,8 @@ async def _market_then_agent(run: Invocation, verdict: Verdict | None) -> Outcom
             return Outcome("skipped", "slot already done (by another invocation)", EXIT_OK)
         if server is not None:
             server.log.begin(run.run_id)
+        if run.pinger is not None:
+            run.pinger.start()
         log.info("running the agent (model %s, trading %s)", job.model, job.trading)
         try:
             result = await agent.run_agent(job, model, server, now_nyc(), run, previous)

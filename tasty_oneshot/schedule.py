@@ -237,26 +237,41 @@ class SlotCheck(NamedTuple):
     skip_reason: str | None  # why it must not run, if it must not
 
 
+SURPLUS_TOLERANCE = 30  # seconds after its minute a surplus crontab firing may start
+
+
 def check_slot(schedule: Schedule, now: datetime, max_delay: int) -> SlotCheck:
     """Is `now` at most `max_delay` seconds after a fire time of `schedule`?
 
     Schedules with no wall-clock fire times (none, or a monotonic period) have no slots:
-    every timer firing may run.
+    every timer firing may run. A firing that is not a fire time at all is "off schedule"
+    (with the next fire time), such as the surplus crontab line for the other New York
+    offset, an hour off; one that comes too long after a fire time is "stale" (a late
+    catch-up, after the host was off).
     """
     if not schedule.is_wall_clock:
         return SlotCheck(None, None)
     # Look back max_delay first (cheap even for a minutely cron), then far enough to say
     # which fire time was missed.
-    last = schedule.last_fire_time(now, timedelta(seconds=max_delay))
+    last = schedule.last_fire_time(now, timedelta(seconds=max_delay + 1))
     if last is None:
         last = schedule.last_fire_time(now, timedelta(days=8))
+    late = (now.astimezone(UTC) - last.astimezone(UTC)).total_seconds() if last else None
+    if last is not None and late is not None and late <= max_delay:
+        return SlotCheck(last, None)
+    upcoming = next(schedule.fire_times(now, recurring=True), None)
+    after = f"; the next is {upcoming.isoformat(timespec='minutes')}" if upcoming else ""
+    # A firing half an hour or an hour off a fire time, to the minute, is a crontab line
+    # for the other offset between the host's zone and New York's, not a late run.
+    shifted = (now + timedelta(minutes=m) for m in (-60, 60, -30, 30))
+    window = timedelta(seconds=min(SURPLUS_TOLERANCE, max_delay))
+    if any(schedule.last_fire_time(t, window) for t in shifted):
+        wall = now.astimezone(NYC)
+        return SlotCheck(None, f"off schedule: {wall:%H:%M} is not a fire time in New York{after}")
     if last is None:
-        return SlotCheck(None, "off schedule: no fire time in the last 8 days")
-    late = (now.astimezone(UTC) - last.astimezone(UTC)).total_seconds()
-    if late > max_delay:
-        return SlotCheck(
-            None,
-            f"stale: the last fire time {last.isoformat(timespec='seconds')} was {late:.0f}s "
-            f"ago, more than the max delay of {max_delay}s",
-        )
-    return SlotCheck(last, None)
+        return SlotCheck(None, f"off schedule: no fire time in the last 8 days{after}")
+    return SlotCheck(
+        None,
+        f"stale: the last fire time {last.isoformat(timespec='seconds')} was {late:.0f}s "
+        f"ago, more than the max delay of {max_delay}s",
+    )

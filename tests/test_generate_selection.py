@@ -14,7 +14,7 @@ JOBS = (
 
 def test_all_skips_jobs_without_a_schedule_with_a_warning(ws):
     ws.write("tasty-oneshot.yaml", JOBS)
-    result = ws.cli("generate-units", "--all", "--target", "systemd", "--output-dir", "units")
+    result = ws.cli("generate-units", "--no-env-file", "--all", "--target", "systemd", "--output-dir", "units")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (ws.root / "units").iterdir()) == [
         "tasty-oneshot-hourly.service",
@@ -25,7 +25,7 @@ def test_all_skips_jobs_without_a_schedule_with_a_warning(ws):
 
 def test_naming_a_job_without_a_schedule_is_a_usage_error(ws):
     ws.write("tasty-oneshot.yaml", JOBS)
-    result = ws.cli("generate-units", "--job", "by-hand", "--target", "crontab")
+    result = ws.cli("generate-units", "--no-env-file", "--job", "by-hand", "--target", "crontab")
     assert result.returncode == 2 and "no schedule" in result.stderr
     assert result.stdout == ""
 

@@ -29,10 +29,12 @@ def test_totals_say_when_only_some_agent_runs_could_be_priced(tmp_path, monkeypa
     ledger.close()
     assert history(job=None, limit=20, since=None, as_json=False) == 0
     totals = capsys.readouterr().out.split("totals (all time):\n")[1].splitlines()
-    rows = {line.split()[0]: line.split(None, 3)[1:] for line in totals[1:]}
-    assert rows["priced"] == ["2", "150", "$0.7500"]
-    assert rows["mixed"] == ["3", "30", "$0.1250 (1 of 2 runs priced)"]
-    assert rows["unpriced"] == ["1", "7", "unknown"]
+    assert totals[0].split() == ["job", "runs", "skips", "tokens", "cost"]
+    rows = {line.split()[0]: line.split(None, 4)[1:] for line in totals[1:]}
+    # Runs of the agent and skips are counted apart: a skip is not a run.
+    assert rows["priced"] == ["2", "0", "150", "$0.7500"]
+    assert rows["mixed"] == ["2", "1", "30", "$0.1250 (1 of 2 runs priced)"]
+    assert rows["unpriced"] == ["1", "0", "7", "unknown"]
 
 
 def test_a_skip_or_lock_refusal_reason_is_redacted_in_the_ledger(tmp_path, monkeypatch):

@@ -153,7 +153,7 @@ def inproc(tmp_path, monkeypatch, capsys) -> Iterator[Callable[..., Result]]:
 
 def generate_all(path: Path) -> list[str]:
     """A command that reads and checks the whole jobs file, every job, and starts nothing."""
-    return ["generate-units", "--all", "--config", str(path), "--target", "crontab", *CRON_UTC]
+    return ["generate-units", "--no-env-file", "--all", "--config", str(path), "--target", "crontab", *CRON_UTC]
 
 
 # --- strategy (a): structured YAML --------------------------------------------------------
@@ -788,7 +788,7 @@ def test_a_model_typo_is_exit_2_and_leaves_the_slot_for_the_corrected_run(ws):
 
 def test_generate_units_refuses_a_model_typo(ws):
     path = jobs_file(ws, SLOT_JOB, model="opnai:gpt-5-mini")
-    result = ws.cli("generate-units", "--job", "check", "--target", "crontab", "--cron-tz", "UTC")
+    result = ws.cli("generate-units", "--no-env-file", "--job", "check", "--target", "crontab", "--cron-tz", "UTC")
     line = refused(ws, result)
     assert str(path) in line and "key 'model'" in line and "Unknown model" in line
 

@@ -486,7 +486,7 @@ def test_options_a_cron_job_cannot_keep_are_refused(ws, args, says):
 def test_kubernetes_options_belong_to_the_kubernetes_target(ws):
     ws.write("jobs.yaml", "jobs:\n" + GOOD_JOB)
     result = ws.cli(
-        "generate-units", "--all", "--config", "jobs.yaml", "--target", "crontab",
+        "generate-units", "--no-env-file", "--all", "--config", "jobs.yaml", "--target", "crontab",
         "--cron-tz", "UTC", "--image", IMAGE,
     )  # fmt: skip
     assert "--image" in error_line(result)

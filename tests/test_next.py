@@ -242,7 +242,7 @@ def file_units(tmp_path_factory):
     shutil.copy(JOBS, ws.root / "jobs.yaml")
     out = ws.root / "units"
     result = ws.cli(
-        "generate-units", "--all", "--config", "jobs.yaml", "--target", "systemd",
+        "generate-units", "--no-env-file", "--all", "--config", "jobs.yaml", "--target", "systemd",
         "--output-dir", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -289,7 +289,7 @@ def test_a_schedule_alone_fires_once_as_systemd_says(ws, base, expected, offset)
     out = ws.root / "out"
     flags = ["Check", "--name", "once", "--schedule", "4pm"]
     result = ws.cli(
-        "generate-units", *flags, "--target", "systemd", "--output-dir", str(out), at=base
+        "generate-units", "--no-env-file", *flags, "--target", "systemd", "--output-dir", str(out), at=base
     )
     assert result.returncode == 0, result.stderr
     timer = parse_unit((out / "tasty-oneshot-once.timer").read_text())

@@ -192,7 +192,7 @@ INSTRUCTIONS = "Check my positions"
 
 def generate(ws: Workspace, out: Path, *args: str, at: str | None = None) -> dict[str, str]:
     """Run generate-units into `out` (which must not exist yet); the files written."""
-    result = ws.cli("generate-units", *args, "--target", "systemd", "--output-dir", str(out), at=at)
+    result = ws.cli("generate-units", "--no-env-file", *args, "--target", "systemd", "--output-dir", str(out), at=at)
     assert result.returncode == 0, result.stderr
     return {p.name: p.read_text() for p in sorted(out.iterdir())}
 
@@ -539,7 +539,7 @@ def test_schedule_alone_is_a_one_time_calendar(ws, at, clock, expected):
 def test_period_not_dividing_a_day_is_a_monotonic_timer_with_a_warning(ws):
     out = ws.root / "out"
     result = ws.cli(
-        "generate-units", INSTRUCTIONS, "--name", "drift", "--period", "7000",
+        "generate-units", "--no-env-file", INSTRUCTIONS, "--name", "drift", "--period", "7000",
         "--target", "systemd", "--output-dir", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -679,7 +679,7 @@ def test_config_and_env_file_paths_with_spaces_and_percent_survive(ws):
 def test_a_job_that_could_never_run_is_warned_about_and_still_written(ws, flags, never):
     out = ws.root / "out"
     result = ws.cli(
-        "generate-units", INSTRUCTIONS, "--name", "w", *flags,
+        "generate-units", "--no-env-file", INSTRUCTIONS, "--name", "w", *flags,
         "--target", "systemd", "--output-dir", str(out),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -707,7 +707,7 @@ def test_a_job_that_could_never_run_is_warned_about_and_still_written(ws, flags,
     ],
 )
 def test_dst_hours_and_short_periods_are_warned_about(ws, flags, about):
-    result = ws.cli("generate-units", INSTRUCTIONS, "--name", "n", *flags, "--target", "systemd")
+    result = ws.cli("generate-units", "--no-env-file", INSTRUCTIONS, "--name", "n", *flags, "--target", "systemd")
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if " - WARNING - " in line]
     assert any(all(word in line.lower() for word in about) for line in warnings), warnings
@@ -718,7 +718,7 @@ def test_dst_hours_and_short_periods_are_warned_about(ws, flags, about):
 
 def test_daytime_jobs_get_no_dst_warning(ws):
     flags = ["--schedule", "9:30am", "--daily", "--ignore-market-hours"]
-    result = ws.cli("generate-units", INSTRUCTIONS, "--name", "n", *flags, "--target", "systemd")
+    result = ws.cli("generate-units", "--no-env-file", INSTRUCTIONS, "--name", "n", *flags, "--target", "systemd")
     assert result.returncode == 0, result.stderr
     assert " - WARNING - " not in result.stderr
 
@@ -765,7 +765,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(ws, args, names):
     if "--output-dir" not in args:
         args = [*args, "--output-dir", str(out)]
     before = snapshot(ws.root)
-    result = ws.cli("generate-units", *args, "--target", "systemd")
+    result = ws.cli("generate-units", "--no-env-file", *args, "--target", "systemd")
     assert result.returncode == 2, result.stderr
     line = error_line(result)
     assert " - ERROR - " in line and names in line, line
