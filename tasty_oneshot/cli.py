@@ -264,15 +264,49 @@ _UNPRINTABLE = {
 
 class _OneLineFormatter(logging.Formatter):
     """A log line stays one line, whatever it quotes: a job name, a key or a path from the
-    user may hold a newline (`"abc\\n":` in YAML, `--config $'a\\nb'`) or a NUL."""
+    user may hold a newline (`"abc\\n":` in YAML, `--config $'a\\nb'`) or a NUL. Under
+    journald each line starts with its syslog priority (`<3>` for an error), so that
+    `journalctl -p err` finds failures."""
+
+    def __init__(self, *args: Any, journald: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.journald = journald
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        return super().formatMessage(record).translate(_UNPRINTABLE)
+        line = super().formatMessage(record).translate(_UNPRINTABLE)
+        if self.journald:
+            line = f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
+        return line
+
+
+# Python's log levels as syslog priorities.
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+def _under_journald() -> bool:
+    """Whether stderr is the journal's stream: $JOURNAL_STREAM names its device and inode."""
+    import os
+
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in stream.split(":"))
+        info = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (info.st_dev, info.st_ino) == (device, inode)
 
 
 def setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    formatter = _OneLineFormatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
+    formatter = _OneLineFormatter(
+        LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S", journald=_under_journald()
+    )
     # Log times are New York times, like every time in a schedule.
     formatter.converter = _nyc_time
     handler.setFormatter(formatter)

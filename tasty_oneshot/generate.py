@@ -391,14 +391,12 @@ def warn_about(job: Job, now: datetime) -> None:
             _where(job),
             schedule.describe(),
         )
-    if any(3600 <= t < 3 * 3600 for t in seconds):
-        # With the market check on those fire times are skips anyway: say so, briefly.
-        anyway = "" if job.ignore_market_hours else " (with the market check on, skips anyway)"
+    if job.ignore_market_hours and any(3600 <= t < 3 * 3600 for t in seconds):
+        # With the market check on, those fire times are skips anyway: no warning then.
         log.warning(
             "%s: fire times between 1am and 3am NYC are skipped on the spring-forward day and "
-            "fire once (the first) on the fall-back day%s",
+            "fire once (the first) on the fall-back day",
             _where(job),
-            anyway,
         )
 
 

@@ -266,9 +266,12 @@ class Invocation:
         level = logging.INFO if outcome.exit_code in (EXIT_OK, EXIT_LOCKED) else logging.ERROR
         if outcome.status == "locked":
             level = logging.WARNING
-        elif outcome.status == "skipped" and not self.request.scheduled:
+        hint = ""
+        if outcome.status == "skipped" and not self.request.scheduled:
             level = logging.WARNING  # a person at a terminal: say why nothing ran
-        log.log(level, "%s: %s", outcome.status, outcome.reason)
+            if outcome.ping == "success":  # the market is closed
+                hint = "; to run it now anyway: --ignore-market-hours"
+        log.log(level, "%s: %s%s", outcome.status, outcome.reason, hint)
         self.exit_code = outcome.exit_code
         if self.run_id is None:
             self._keep_or_warn(

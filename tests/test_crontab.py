@@ -372,7 +372,16 @@ def show(instants) -> str:
 def generate_command(*args: str, at: str = GENERATED_AT) -> list[str]:
     if FAKETIME is None:
         pytest.skip("faketime is not installed (apt-get install faketime)")
-    return [FAKETIME, at, sys.executable, "-m", "tasty_oneshot", "generate-units", "--no-env-file", *args]
+    return [
+        FAKETIME,
+        at,
+        sys.executable,
+        "-m",
+        "tasty_oneshot",
+        "generate-units",
+        "--no-env-file",
+        *args,
+    ]
 
 
 def jobs_yaml() -> str:
@@ -610,7 +619,8 @@ def test_instructions_reach_the_agent_byte_for_byte_through_cron_and_sh(
     ws, argv_printer, instructions
 ):
     result = ws.cli(
-        "generate-units", "--no-env-file",
+        "generate-units",
+        "--no-env-file",
         instructions,
         "--name",
         "iv-alert",
@@ -644,7 +654,8 @@ def test_instructions_reach_the_agent_byte_for_byte_through_cron_and_sh(
 
 def test_a_line_break_in_instructions_is_refused(ws):
     result = ws.cli(
-        "generate-units", "--no-env-file",
+        "generate-units",
+        "--no-env-file",
         "Check my positions\nand say so",
         "--name",
         "two-lines",
@@ -707,7 +718,8 @@ def test_env_file_is_passed_by_absolute_path_and_no_secret_is_in_the_lines(ws):
 )
 def test_a_period_cron_cannot_express_is_one_clear_error(ws, period, reason, nearest):
     result = ws.cli(
-        "generate-units", "--no-env-file",
+        "generate-units",
+        "--no-env-file",
         "Check my positions",
         "--name",
         "odd-period",
@@ -730,7 +742,8 @@ def test_a_period_cron_cannot_express_is_one_clear_error(ws, period, reason, nea
 
 def test_an_unknown_cron_tz_is_a_usage_error(ws):
     result = ws.cli(
-        "generate-units", "--no-env-file",
+        "generate-units",
+        "--no-env-file",
         "Check my positions",
         "--name",
         "positions",

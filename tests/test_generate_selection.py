@@ -14,7 +14,9 @@ JOBS = (
 
 def test_all_skips_jobs_without_a_schedule_with_a_warning(ws):
     ws.write("tasty-oneshot.yaml", JOBS)
-    result = ws.cli("generate-units", "--no-env-file", "--all", "--target", "systemd", "--output-dir", "units")
+    result = ws.cli(
+        "generate-units", "--no-env-file", "--all", "--target", "systemd", "--output-dir", "units"
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (ws.root / "units").iterdir()) == [
         "tasty-oneshot-hourly.service",

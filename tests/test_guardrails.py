@@ -115,7 +115,7 @@ def test_max_cost_stops_a_model_whose_price_is_known_and_the_cost_is_recorded(ws
     assert len(stub.requests()) < Limits().max_requests
     plain = ws.cli("history")
     tokens = row["usage"]["input_tokens"] + row["usage"]["output_tokens"]
-    assert totals_table(plain.stdout) == {"check": ["1", str(tokens), f"${row['cost']:.4f}"]}
+    assert totals_table(plain.stdout) == {"check": ["1", "0", str(tokens), f"${row['cost']:.4f}"]}
 
 
 def test_max_cost_for_a_model_without_a_known_price_is_logged_not_enforced(ws, stub):
@@ -481,11 +481,11 @@ LAST_THANKSGIVING = "2025-11-27 14:3{}:00"  # 9:3x NYC on a market holiday: chea
 
 
 def totals_table(stdout: str) -> dict[str, list[str]]:
-    """The plain table's closing totals: job -> [runs, tokens, cost]."""
+    """The plain table's closing totals: job -> [runs, skips, tokens, cost]."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("totals"))
     header, *rows = [line.split() for line in lines[start + 1 :] if line.strip()]
-    assert header == ["job", "runs", "tokens", "cost"], header
+    assert header == ["job", "runs", "skips", "tokens", "cost"], header
     return {row[0]: row[1:] for row in rows}
 
 
@@ -518,13 +518,17 @@ def test_history_since_limits_the_listing_and_the_table_ends_with_totals(ws, stu
     plain = ws.cli("history", "--since", today)
     assert plain.returncode == 0, plain.stderr
     totals = totals_table(plain.stdout)
-    assert totals == {"beta": ["2", str(beta_tokens), "unknown"]}
+    assert totals == {"beta": ["2", "0", str(beta_tokens), "unknown"]}
     listed = [line.split()[0] for line in plain.stdout.splitlines()[1:] if line[:1].isdigit()]
     assert listed == [str(r["id"]) for r in recent]
 
     plain_all = ws.cli("history")
     totals = totals_table(plain_all.stdout)
-    assert totals == {"alpha": ["2", "0", "unknown"], "beta": ["2", str(beta_tokens), "unknown"]}
+    # alpha only skipped: no runs, two skips, nothing to price
+    assert totals == {
+        "alpha": ["0", "2", "0", "-"],
+        "beta": ["2", "0", str(beta_tokens), "unknown"],
+    }
 
     bad = ws.cli("history", "--since", "last tuesday")
     assert bad.returncode == 2 and "--since" in bad.stderr

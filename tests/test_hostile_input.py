@@ -153,7 +153,16 @@ def inproc(tmp_path, monkeypatch, capsys) -> Iterator[Callable[..., Result]]:
 
 def generate_all(path: Path) -> list[str]:
     """A command that reads and checks the whole jobs file, every job, and starts nothing."""
-    return ["generate-units", "--no-env-file", "--all", "--config", str(path), "--target", "crontab", *CRON_UTC]
+    return [
+        "generate-units",
+        "--no-env-file",
+        "--all",
+        "--config",
+        str(path),
+        "--target",
+        "crontab",
+        *CRON_UTC,
+    ]
 
 
 # --- strategy (a): structured YAML --------------------------------------------------------
@@ -719,18 +728,13 @@ def test_an_unusable_locks_directory_is_an_error_naming_it_and_the_fix(ws, kind)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     *before, line = result.stderr.splitlines()
-    assert all(INFO_LINE.match(info) for info in before), result.stderr  # see the xfail below
+    assert all(INFO_LINE.match(info) for info in before), result.stderr
     assert ERROR_LINE.match(line) and str(locks) in line and fix in line, line
     assert ws.history() == []
     assert ws.server_starts() == []
     assert not (ws.root / "elsewhere" / "check.lock").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.py logs 'job check: once at 9:30am NYC' (INFO) before taking the lock, so "
-    "a lock fault is two lines on stderr, not one",
-)
 def test_an_unusable_locks_directory_is_exactly_one_line(ws):
     lock_fault(ws, "a regular file")
     one_line(ws, ws.cli("run", "--job", "check", at=SATURDAY))
@@ -788,7 +792,16 @@ def test_a_model_typo_is_exit_2_and_leaves_the_slot_for_the_corrected_run(ws):
 
 def test_generate_units_refuses_a_model_typo(ws):
     path = jobs_file(ws, SLOT_JOB, model="opnai:gpt-5-mini")
-    result = ws.cli("generate-units", "--no-env-file", "--job", "check", "--target", "crontab", "--cron-tz", "UTC")
+    result = ws.cli(
+        "generate-units",
+        "--no-env-file",
+        "--job",
+        "check",
+        "--target",
+        "crontab",
+        "--cron-tz",
+        "UTC",
+    )
     line = refused(ws, result)
     assert str(path) in line and "key 'model'" in line and "Unknown model" in line
 

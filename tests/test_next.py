@@ -289,7 +289,14 @@ def test_a_schedule_alone_fires_once_as_systemd_says(ws, base, expected, offset)
     out = ws.root / "out"
     flags = ["Check", "--name", "once", "--schedule", "4pm"]
     result = ws.cli(
-        "generate-units", "--no-env-file", *flags, "--target", "systemd", "--output-dir", str(out), at=base
+        "generate-units",
+        "--no-env-file",
+        *flags,
+        "--target",
+        "systemd",
+        "--output-dir",
+        str(out),
+        at=base,
     )
     assert result.returncode == 0, result.stderr
     timer = parse_unit((out / "tasty-oneshot-once.timer").read_text())

@@ -192,7 +192,16 @@ INSTRUCTIONS = "Check my positions"
 
 def generate(ws: Workspace, out: Path, *args: str, at: str | None = None) -> dict[str, str]:
     """Run generate-units into `out` (which must not exist yet); the files written."""
-    result = ws.cli("generate-units", "--no-env-file", *args, "--target", "systemd", "--output-dir", str(out), at=at)
+    result = ws.cli(
+        "generate-units",
+        "--no-env-file",
+        *args,
+        "--target",
+        "systemd",
+        "--output-dir",
+        str(out),
+        at=at,
+    )
     assert result.returncode == 0, result.stderr
     return {p.name: p.read_text() for p in sorted(out.iterdir())}
 
@@ -707,7 +716,16 @@ def test_a_job_that_could_never_run_is_warned_about_and_still_written(ws, flags,
     ],
 )
 def test_dst_hours_and_short_periods_are_warned_about(ws, flags, about):
-    result = ws.cli("generate-units", "--no-env-file", INSTRUCTIONS, "--name", "n", *flags, "--target", "systemd")
+    result = ws.cli(
+        "generate-units",
+        "--no-env-file",
+        INSTRUCTIONS,
+        "--name",
+        "n",
+        *flags,
+        "--target",
+        "systemd",
+    )
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if " - WARNING - " in line]
     assert any(all(word in line.lower() for word in about) for line in warnings), warnings
@@ -718,7 +736,16 @@ def test_dst_hours_and_short_periods_are_warned_about(ws, flags, about):
 
 def test_daytime_jobs_get_no_dst_warning(ws):
     flags = ["--schedule", "9:30am", "--daily", "--ignore-market-hours"]
-    result = ws.cli("generate-units", "--no-env-file", INSTRUCTIONS, "--name", "n", *flags, "--target", "systemd")
+    result = ws.cli(
+        "generate-units",
+        "--no-env-file",
+        INSTRUCTIONS,
+        "--name",
+        "n",
+        *flags,
+        "--target",
+        "systemd",
+    )
     assert result.returncode == 0, result.stderr
     assert " - WARNING - " not in result.stderr
 

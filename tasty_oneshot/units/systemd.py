@@ -154,6 +154,8 @@ def service_unit(job: Job, exec_start: str, env_file: str | None, user: str | No
         "StateDirectory=tasty-oneshot",
         "StateDirectoryMode=0700",
         f"SyslogIdentifier=tasty-oneshot-{job.name}",
+        # `journalctl TASTY_ONESHOT_JOB=NAME` finds one job's lines, the MCP server's too.
+        f"LogExtraFields=TASTY_ONESHOT_JOB={job.name}",
         SANDBOX,
     ]
     return "\n".join(lines)

@@ -1,0 +1,353 @@
+"""Operating many jobs: `status` (missed slots), dead-man's-switch pings against a real HTTP
+server, live progress in the log, journald priorities, and the first-run traps, all through
+the real CLI. Times are faked with faketime and read as UTC (New York is UTC-5 here).
+"""
+
+import fcntl
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+JOBS = """\
+model: test
+{mcp}jobs:
+  check:
+    instructions: Check my positions
+    schedule: "10:00am"
+    daily: true
+  late:
+    instructions: Check again
+    schedule: "2pm"
+    daily: true
+  idle:
+    instructions: Never fired
+    schedule: "11:00am"
+    daily: true
+  by-hand:
+    instructions: Only when asked
+"""
+
+
+def jobs_file(ws, extra: str = "") -> None:
+    ws.write("tasty-oneshot.yaml", JOBS.format(mcp=ws.fake_mcp_yaml()) + extra)
+
+
+def scheduled(ws, job: str, at: str) -> None:
+    result = ws.cli("run", "--job", job, "--scheduled", at=at)
+    assert result.returncode == 0, result.stderr
+    assert ws.history("--limit", "1")[0]["status"] == "ok"
+
+
+def status(ws, *args: str, at: str) -> tuple[int, list[dict]]:
+    result = ws.cli("status", "--json", *args, at=at)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode, json.loads(result.stdout)
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ran_some_slots(ws):
+    """check ran at three of its five open slots (Tue, Wed, Tue; not Fri or Mon); late ran at
+    three of its four (not the last); Thanksgiving and the early close's afternoon are no
+    slots at all; idle never ran."""
+    jobs_file(ws)
+    for day in ("2026-11-24", "2026-11-25", "2026-12-01"):
+        scheduled(ws, "check", f"{day} 15:00:30")  # 10:00 NYC
+    for day in ("2026-11-24", "2026-11-25", "2026-11-30"):
+        scheduled(ws, "late", f"{day} 19:00:30")  # 2pm NYC
+    return ws
+
+
+def test_status_lists_the_slots_that_should_have_run_and_did_not(ran_some_slots):
+    ws = ran_some_slots
+    code, reports = status(ws, "--days", "8", at="2026-12-01 19:30:00")  # 2:30pm NYC
+    by_job = {item["job"]: item for item in reports}
+    assert list(by_job) == ["by-hand", "check", "idle", "late"]  # every job of the file
+    assert by_job["check"]["missed"] == ["2026-11-27T10:00:00-05:00", "2026-11-30T10:00:00-05:00"]
+    # Thanksgiving (11-26) is closed all day, and 11-27 closes at 13:00: no 2pm slots then.
+    assert by_job["late"]["missed"] == ["2026-12-01T14:00:00-05:00"]
+    assert by_job["check"]["state"] == by_job["late"]["state"] == "missed"
+    assert by_job["idle"]["state"] == "never-run" and by_job["idle"]["missed"] == []
+    assert by_job["by-hand"]["next"] is None and by_job["by-hand"]["state"] == "never-run"
+    check = by_job["check"]
+    assert check["last"]["status"] == "ok" and check["last"]["slot"] == "2026-12-01T10:00:00-05:00"
+    assert check["last_ok_at"] == check["last"]["finished_at"]
+    assert check["failures_in_a_row"] == 0
+    assert check["next"]["at"] == "2026-12-02T10:00:00-05:00" and check["next"]["will_run"]
+    assert check["schedule"] == "daily NYC, anchored at 10am"
+    assert check["timer"] in ("enabled", "installed", "absent", "unknown")
+    assert code == 0  # without --check
+
+
+def test_status_check_exits_1_when_a_job_missed_a_slot_and_0_when_none_did(ran_some_slots):
+    ws = ran_some_slots
+    code, _ = status(ws, "--days", "8", "--check", at="2026-12-01 19:30:00")
+    assert code == 1
+    # Only the slots of the last day: check ran at 10:00, late's 2pm window has not ended.
+    code, reports = status(ws, "--days", "1", "--check", "--job", "check", at="2026-12-01 19:02:00")
+    assert code == 0 and reports[0]["missed"] == [] and reports[0]["state"] == "ok"
+
+
+def test_status_of_an_empty_ledger_is_never_run_and_the_table_has_a_line_per_job(ws):
+    jobs_file(ws)
+    code, reports = status(ws, at="2026-12-01 19:30:00")
+    assert code == 0 and {item["state"] for item in reports} == {"never-run"}
+    table = ws.cli("status", at="2026-12-01 19:30:00")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["job", "state", "timer"]
+    assert [line.split()[0] for line in lines[1:]] == ["by-hand", "check", "idle", "late"]
+
+
+def test_status_shows_a_failing_job_and_counts_its_failures_in_a_row(ws):
+    jobs_file(ws, '  broken:\n    instructions: Fails\n    schedule: "10:00am"\n    daily: true\n'
+                  f"    mcp:\n      command: {os.sys.executable}\n"
+                  f"      args: [{json.dumps(str(ws.root / 'missing-server.py'))}]\n")  # fmt: skip
+    for day in ("2026-11-30", "2026-12-01"):
+        result = ws.cli("run", "--job", "broken", "--scheduled", at=f"{day} 15:00:30")
+        assert result.returncode == 1, result.stderr
+    code, [report] = status(ws, "--job", "broken", "--check", at="2026-12-01 16:00:00")
+    assert report["state"] == "failing" and report["failures_in_a_row"] == 2
+    assert report["last_ok_at"] is None and code == 1
+
+
+# --- pings --------------------------------------------------------------------------------------
+
+
+def pinged(rx) -> list[str]:
+    return [post["path"] for post in rx.posts]
+
+
+def test_a_run_pings_start_and_its_exit_code_with_one_rid(ws, receiver):
+    rx = receiver()
+    jobs_file(ws)
+    url = f"http://127.0.0.1:{rx.port}/ping/abc123def456"
+    result = ws.cli("run", "--job", "check", "--ignore-market-hours", "--ping", url)
+    assert result.returncode == 0, result.stderr
+    start, end = pinged(rx)
+    rid = re.fullmatch(r"/ping/abc123def456/start\?rid=([0-9a-f-]{36})", start)[1]
+    assert end == f"/ping/abc123def456/0?rid={rid}"
+    assert "account_overview" in rx.posts[1]["body"]  # the output's tail
+    assert "abc123def456" not in result.stderr  # the URL is a secret
+
+
+def test_a_failed_run_pings_its_exit_code_with_the_reason(ws, receiver):
+    rx = receiver()
+    jobs_file(ws, "ping: http://127.0.0.1:{port}/p\n".replace("{port}", str(rx.port)))
+    result = ws.cli("run", "--job", "check", "--ignore-market-hours", "--max-tool-calls", "1")
+    assert result.returncode == 1, result.stderr
+    assert [p.split("?")[0] for p in pinged(rx)] == ["/p/start", "/p/1"]
+    assert "tool_calls_limit" in rx.posts[1]["body"]
+
+
+def test_a_market_closed_skip_pings_success_and_a_lock_refusal_pings_log(ws, receiver):
+    rx = receiver()
+    jobs_file(ws, f"ping: http://127.0.0.1:{rx.port}/p\n")
+    skip = ws.cli("run", "--job", "check", at="2026-11-26 15:00:30")  # Thanksgiving
+    assert skip.returncode == 0, skip.stderr
+    assert [p.split("?")[0] for p in pinged(rx)] == ["/p"]
+    lock = ws.state / "locks" / "check.lock"
+    lock.parent.mkdir(mode=0o700, exist_ok=True)
+    with open(os.open(lock, os.O_RDWR | os.O_CREAT, 0o600), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as another run of the job would
+        locked = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    assert locked.returncode == 75, locked.stderr
+    assert [p.split("?")[0] for p in pinged(rx)] == ["/p", "/p/log"]
+
+
+def test_a_slot_guard_skip_pings_nothing(ws, receiver):
+    rx = receiver()
+    jobs_file(ws, f"ping: http://127.0.0.1:{rx.port}/p\n")
+    result = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 18:00:00")
+    assert result.returncode == 0, result.stderr
+    assert "off schedule" in ws.history()[0]["reason"] or "stale" in ws.history()[0]["reason"]
+    assert rx.posts == []
+
+
+def test_a_ping_to_a_server_that_never_answers_gives_up_and_changes_nothing(ws, receiver):
+    rx = receiver(hang=True)
+    jobs_file(ws, f"ping: http://127.0.0.1:{rx.port}/p\n")
+    result = ws.cli("run", "--job", "check", at="2026-11-26 15:00:30")
+    assert result.returncode == 0, result.stderr
+    # Given up by the 5 s bound: the thread's, or the socket's own timeout, whichever first.
+    assert re.search(
+        r"WARNING - ping success: (gave up after 5s|failed: .*timed out)", result.stderr
+    )
+    assert ws.history()[0]["status"] == "skipped"
+
+
+# --- the log ------------------------------------------------------------------------------------
+
+
+def test_the_log_shows_each_request_and_tool_call_and_a_closing_line(ws):
+    jobs_file(ws)
+    result = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    assert result.returncode == 0, result.stderr
+    log = result.stderr
+    assert re.search(r"INFO - model request 1 sent", log)
+    assert re.search(r"INFO - tool account_overview done in \d+\.\ds", log)
+    assert re.search(
+        r"INFO - agent finished in \d+\.\ds: 2 requests, \d+ tokens .*6 tool calls", log
+    )
+    assert (
+        log.index("model request 1 sent")
+        < log.index("tool account_overview")
+        < log.index("agent finished")
+    )
+
+
+def test_under_journald_each_line_starts_with_its_priority(ws, tmp_path):
+    jobs_file(ws)
+    with open(tmp_path / "journal", "w+") as stream:
+        info = os.fstat(stream.fileno())
+        env = {**ws.env, "JOURNAL_STREAM": f"{info.st_dev}:{info.st_ino}"}
+        subprocess.run(
+            ws.command("run", "--job", "nope"), cwd=ws.root, env=env, stderr=stream,
+            stdout=subprocess.DEVNULL, timeout=60, check=False,
+        )  # fmt: skip
+        subprocess.run(
+            ws.command("run", "--job", "check", at="2026-11-26 15:00:30"), cwd=ws.root,
+            env=env, stderr=stream, stdout=subprocess.DEVNULL, timeout=60, check=False,
+        )  # fmt: skip
+        stream.seek(0)
+        lines = stream.read().splitlines()
+    assert lines and all(re.match(r"<[2-7]>\d{4}-", line) for line in lines), lines
+    assert any(line.startswith("<3>") and " - ERROR - " in line for line in lines)
+    assert any(line.startswith("<6>") and " - INFO - " in line for line in lines)
+    # Elsewhere (a terminal, cron's mail) no prefix.
+    plain = ws.cli("run", "--job", "nope")
+    assert plain.stderr.startswith("20")
+
+
+def test_generated_services_name_their_job_for_the_journal(ws):
+    jobs_file(ws)
+    result = ws.cli("generate-units", "--job", "check", "--target", "systemd", "--no-env-file")
+    assert result.returncode == 0, result.stderr
+    assert "SyslogIdentifier=tasty-oneshot-check\n" in result.stdout
+    assert "LogExtraFields=TASTY_ONESHOT_JOB=check\n" in result.stdout
+
+
+# --- the first-run traps ------------------------------------------------------------------------
+
+
+def test_units_whose_runs_would_miss_their_credentials_are_refused(ws, tmp_path):
+    ws.write(
+        "tasty-oneshot.yaml",
+        "model: openai:gpt-5-mini\njobs:\n  check:\n    instructions: Hi\n"
+        '    schedule: "9:30am"\n    daily: true\n',
+    )
+    ws.write(".env", "OPENAI_API_KEY=sk-in-dot-env\nTASTYTRADE_CLIENT_SECRET=a\n"
+                     "TASTYTRADE_REFRESH_TOKEN=b\n")  # fmt: skip
+    out = tmp_path / "units"
+    base = ("generate-units", "--job", "check", "--target", "systemd", "--output-dir", str(out))
+    refused = ws.cli(*base)
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert "OPENAI_API_KEY" in line and "TASTYTRADE_CLIENT_SECRET" in line
+    assert "--env-file" in line and "--no-env-file" in line
+    assert not out.exists()
+    cron = ws.cli("generate-units", "--job", "check", "--target", "crontab", "--cron-tz", "UTC")
+    assert cron.returncode == 2 and cron.stdout == ""
+    env_file = ws.write("creds.env", "OPENAI_API_KEY=x\n")
+    env_file.chmod(0o600)
+    written = ws.cli(*base, "--env-file", str(env_file))
+    assert written.returncode == 0, written.stderr
+    commands = written.stdout.splitlines()
+    assert "systemctl --user daemon-reload" in commands
+    assert "systemctl --user enable --now tasty-oneshot-check.timer" in commands
+    assert 'loginctl enable-linger "$USER"' in commands
+    assert ws.cli(*base, "--no-env-file").returncode == 0
+
+
+def test_a_skip_by_hand_says_why_at_warning_and_how_to_run_anyway(ws):
+    jobs_file(ws)
+    result = ws.cli("run", "--job", "check", at="2026-11-26 15:00:30")
+    assert result.returncode == 0
+    assert re.search(r"WARNING - skipped: market closed.*--ignore-market-hours", result.stderr)
+    timer = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-26 15:00:30")
+    assert re.search(r"INFO - skipped: market closed", timer.stderr), timer.stderr
+
+
+def test_a_surplus_cron_firing_is_off_schedule_with_the_next_fire_time_not_stale(ws):
+    jobs_file(ws)
+    # The line for the other offset fires an hour off: 9:00 and 11:00 NYC for a 10:00 job.
+    for at, upcoming in (
+        ("2026-11-30 14:00:00", "the next is 2026-11-30T10:00"),
+        ("2026-11-30 16:00:00", "the next is 2026-12-01T10:00"),
+    ):
+        assert ws.cli("run", "--job", "check", "--scheduled", at=at).returncode == 0
+        reason = ws.history()[0]["reason"]
+        assert reason.startswith("off schedule:") and upcoming in reason, reason
+    # A real late catch-up (the host was off) is still stale.
+    ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 17:23:00")
+    assert ws.history()[0]["reason"].startswith("stale:")
+
+
+def test_the_dst_warning_only_where_it_matters(ws):
+    base = ("generate-units", "--no-env-file", "Hi", "--name", "n", "--hourly", "--target")
+    quiet = ws.cli(*base, "systemd")
+    assert quiet.returncode == 0 and "1am and 3am" not in quiet.stderr  # skips anyway
+    loud = ws.cli(*base, "systemd", "--ignore-market-hours")
+    assert "1am and 3am" in loud.stderr
+
+
+# --- a friendlier command line ------------------------------------------------------------------
+
+
+def test_help_shows_defaults_choices_and_exit_codes(ws):
+    bare = ws.cli()
+    assert bare.returncode == 2 and "usage: tasty-oneshot" in bare.stdout
+    for command, shown in {
+        "run": ("default 300", "default 30", "{output,failure,skip}", "INSTRUCTIONS",
+                "every SECONDS", "exit status", "124"),
+        "next": ("default 10",),
+        "history": ("default 20", "only this job's runs", "--status"),
+        "status": ("default 7", "--check"),
+    }.items():  # fmt: skip
+        text = " ".join(ws.cli(command, "--help").stdout.split())
+        for word in shown:
+            assert word in text, f"{command} --help lacks {word!r}"
+
+
+def test_run_without_a_job_lists_the_jobs_and_no_file_says_where_it_looked(ws):
+    jobs_file(ws)
+    result = ws.cli("run")
+    assert result.returncode == 2
+    assert "by-hand, check, idle, late" in result.stderr
+    (ws.root / "tasty-oneshot.yaml").unlink()
+    missing = ws.cli("run", "--job", "check")
+    assert "looked for" in missing.stderr and "tasty-oneshot.yaml" in missing.stderr
+
+
+def test_next_previews_every_scheduled_job_or_each_one_named(ws):
+    jobs_file(ws)
+    every = ws.cli("next", "--count", "1", "--json", at="2026-11-30 12:00:00")
+    assert every.returncode == 0, every.stderr
+    assert sorted(row["job"] for row in json.loads(every.stdout)) == ["check", "idle", "late"]
+    two = ws.cli(
+        "next", "--job", "check", "--job", "late", "--count", "2", at="2026-11-30 12:00:00"
+    )
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.count("check: ") == 1 and two.stdout.count("late: ") == 1
+    one = json.loads(ws.cli("next", "--job", "check", "--count", "1", "--json").stdout)
+    assert set(one[0]) == {"at", "utc", "market_open", "will_run"}  # the contract's shape
+
+
+def test_history_duration_status_filter_and_the_ledger_it_read(ws):
+    jobs_file(ws)
+    empty = ws.cli("history")
+    assert re.search(r"WARNING - no runs in .*ledger\.sqlite3", empty.stderr)
+    ws.cli("run", "--job", "check", "--ignore-market-hours")
+    ws.cli("run", "--job", "check", at="2026-11-26 15:00:30")
+    table = ws.cli("history").stdout.splitlines()
+    assert table[0].split()[:5] == ["id", "job", "status", "started_at", "took"]
+    assert re.search(r"\s\d+s\s", table[1]) or re.search(r"\s\d+s\s", table[2])
+    only = ws.history("--status", "skipped")
+    assert [row["status"] for row in only] == ["skipped"]
+    totals = ws.cli("history").stdout.split("totals")[1].splitlines()
+    assert totals[2].split()[:3] == ["check", "1", "1"]  # one run, one skip
