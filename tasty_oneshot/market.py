@@ -136,6 +136,16 @@ async def check_market(
     return Verdict(open=session.is_open(at), source=session.source, session=session)
 
 
+def calendar_cached(day: date, cache_dir: Path) -> MarketDay:
+    """The offline calendar's session for the day, through the day cache (the calendar's
+    own entries only); ValueError beyond the calendar's range."""
+    session = _read_cache(cache_dir, day, CALENDAR)
+    if session is None:
+        session = calendar_day(day)
+        _write_cache(cache_dir, session)
+    return session
+
+
 def known_day(day: date, cache_dir: Path) -> MarketDay:
     """The day's session for looking back (`status`): as cached by the runs of that day (the
     broker's first), else the offline calendar's, cached for the next look. A day neither

@@ -2,24 +2,30 @@
 
 import json
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime
 from typing import Any
 
 from tasty_oneshot.errors import EXIT_OK, UsageError
 from tasty_oneshot.jobs import Job
-from tasty_oneshot.market import calendar_day
+from tasty_oneshot.market import MarketDay, calendar_day
 from tasty_oneshot.schedule import NYC, now_nyc
 
 
-def fire_time_rows(job: Job, count: int, after: datetime | None = None) -> list[dict[str, Any]]:
+def fire_time_rows(
+    job: Job,
+    count: int,
+    after: datetime | None = None,
+    session_of: Callable[[date], MarketDay] = calendar_day,
+) -> list[dict[str, Any]]:
     """The next `count` fire times after `after` (now), each with whether the market is open
-    then."""
+    then by the offline calendar (`session_of` may read it through the day cache)."""
     if job.schedule.is_empty:
         raise UsageError(f"job {job.name} has no schedule: give schedule flags or keys")
     rows = []
     for fire in job.schedule.fire_times(after or now_nyc()):
         try:
-            market_open = calendar_day(fire.astimezone(NYC).date()).is_open(fire)
+            market_open = session_of(fire.astimezone(NYC).date()).is_open(fire)
         except ValueError as exc:  # exchange_calendars' DateOutOfBounds: about a year ahead
             raise UsageError(
                 f"fire time {fire.isoformat()} is beyond the offline NYSE calendar "

@@ -20,7 +20,7 @@ from tasty_oneshot import paths
 from tasty_oneshot.errors import EXIT_FAILED, EXIT_OK
 from tasty_oneshot.jobs import Job
 from tasty_oneshot.ledger import AGENT_STATUSES, Ledger, StatusFacts, iso, open_ledger, utc
-from tasty_oneshot.market import MarketDay, known_day
+from tasty_oneshot.market import MarketDay, calendar_cached, known_day
 from tasty_oneshot.next_fires import fire_time_rows
 from tasty_oneshot.schedule import NYC, now_nyc
 
@@ -76,7 +76,10 @@ def report(job: Job, ledger: Ledger, state: Path, now: datetime, days: int) -> d
     """One job's object of `status --json`."""
     since = now - timedelta(days=days)
     facts = ledger.status_facts(job.name, since)
-    upcoming = fire_time_rows(job, 1, now) if not job.schedule.is_empty else []
+    upcoming = []
+    if not job.schedule.is_empty:
+        cache = state / "market"
+        upcoming = fire_time_rows(job, 1, now, lambda day: calendar_cached(day, cache))
     missed = missed_slots(job, facts, since, now, state / "market")
     return {
         "job": job.name,

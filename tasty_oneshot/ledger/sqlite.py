@@ -280,14 +280,14 @@ class SqliteLedger:
                 "SELECT finished_at FROM runs WHERE job=? AND status='ok' ORDER BY id DESC LIMIT 1",
                 (job,),
             ).fetchone()
-            ran = [
-                row[0]
-                for row in db.execute(
-                    "SELECT status FROM runs WHERE job=? AND agent_started=1"
-                    " ORDER BY id DESC LIMIT 1000",
-                    (job,),
-                )
-            ]
+            ran = []  # newest first, up to the first ok: all that failures_in_a_row needs
+            for (status,) in db.execute(
+                "SELECT status FROM runs WHERE job=? AND agent_started=1 ORDER BY id DESC",
+                (job,),
+            ):
+                ran.append(status)
+                if status == "ok" or len(ran) >= 1000:
+                    break
             first = db.execute(
                 "SELECT MIN(started_utc) FROM runs WHERE job=? AND scheduled=1", (job,)
             ).fetchone()[0]
