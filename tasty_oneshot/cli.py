@@ -220,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--config", metavar="FILE")
     history.add_argument("--json", action="store_true")
 
+    ledger = _command(commands, "ledger", "the run ledger itself")
+    ledger_commands = ledger.add_subparsers(
+        dest="ledger_command", parser_class=_Parser, required=True
+    )
+    importing = ledger_commands.add_parser(
+        "import", help="copy a SQLite ledger's rows into the configured ledger (idempotent)"
+    )
+    importing.add_argument("file", metavar="FILE", help="a ledger.sqlite3")
+    importing.add_argument("--config", metavar="FILE", help="the jobs file (its `ledger` key)")
+
     status = _command(commands, "status", "every job at a glance: last run, missed slots")
     status.add_argument(
         "--job", metavar="NAME", action="append", default=[], help="a job (repeatable)"
@@ -377,23 +387,30 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
         if args.command == "next":
             return _next(args)
         if args.command == "history":
-            from tasty_oneshot.env_file import load_env_file
             from tasty_oneshot.history import history
+            from tasty_oneshot.runner import configured_ledger
 
-            load_env_file(Path(".env"), required=False)  # it may set TASTY_ONESHOT_STATE_DIR
             return history(
                 job=args.job,
                 limit=args.limit,
                 since=args.since,
                 status=args.status,
                 as_json=args.json,
+                ledger=configured_ledger(args.config),
             )
         if args.command == "status":
-            from tasty_oneshot.runner import file_jobs
+            from tasty_oneshot.runner import configured_ledger, file_jobs
             from tasty_oneshot.status import status
 
             selected = file_jobs(args.config, args.job, scheduled_only=False)
-            return status(selected, args.days, args.json, args.check)
+            return status(
+                selected, args.days, args.json, args.check, configured_ledger(args.config)
+            )
+        if args.command == "ledger":
+            from tasty_oneshot.ledger_import import import_ledger
+            from tasty_oneshot.runner import configured_ledger
+
+            return import_ledger(Path(args.file), configured_ledger(args.config))
     except UsageError as exc:
         log.error("%s", exc)
         return EXIT_USAGE

@@ -29,16 +29,21 @@ def parse_since(text: str) -> datetime:
 
 
 def history(
-    job: str | None, limit: int, since: str | None, as_json: bool, status: str | None = None
+    job: str | None,
+    limit: int,
+    since: str | None,
+    as_json: bool,
+    status: str | None = None,
+    ledger: str | None = None,
 ) -> int:
     since_at = parse_since(since) if since else None  # before the ledger: a bad --since
-    ledger = open_ledger(paths.state_dir())  # leaves no state directory or ledger behind
+    opened = open_ledger(paths.state_dir(), ledger)  # leaves no state dir or ledger behind
     try:
-        rows = ledger.runs(job=job, limit=limit, since=since_at, status=status)
-        totals = ledger.totals(job=job, since=since_at)
-        where = ledger.where
+        rows = opened.runs(job=job, limit=limit, since=since_at, status=status)
+        totals = opened.totals(job=job, since=since_at)
+        where = opened.where
     finally:
-        ledger.close()
+        opened.close()
     if not rows:  # say which ledger was read: the wrong state directory is the usual cause
         log.warning("no runs in %s", where)
     if as_json:

@@ -34,7 +34,7 @@ from tasty_oneshot.errors import (
 )
 from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job
 from tasty_oneshot.jobs_file import JobsFile, load_jobs_file, notify_sources
-from tasty_oneshot.ledger import Finish, RunStart, Usage, host_name, open_ledger
+from tasty_oneshot.ledger import Finish, RunStart, Usage, host_name, ledger_url, open_ledger
 from tasty_oneshot.lock import JobLocked
 from tasty_oneshot.market import Credentials, Verdict, cached_verdict
 from tasty_oneshot.notify import check_urls, notify_outcome
@@ -121,6 +121,15 @@ def file_jobs(
     return jobs
 
 
+def configured_ledger(config: str | None) -> str | None:
+    """The PostgreSQL ledger's URL for the commands that only read the ledger: the
+    environment's, else the jobs file's `ledger` key (when a jobs file is found)."""
+    load_env_file(Path(".env"), required=False)
+    path = paths.config_path(config)
+    jobs_file = load_jobs_file(path) if path else None
+    return ledger_url(jobs_file.defaults.get("ledger") if jobs_file else None)
+
+
 def run(request: RunRequest) -> int:
     """One invocation: check the job, then slot, lock, market, agent; record; exit code."""
     started_at, started = now_nyc(), time.monotonic()
@@ -146,7 +155,8 @@ def run(request: RunRequest) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
-        invocation = Invocation(job, request, state, started_at, started + job.timeout)
+        url = ledger_url(jobs_file.defaults.get("ledger") if jobs_file else None)
+        invocation = Invocation(job, request, state, url, started_at, started + job.timeout)
         try:
             return _slot_lock_market_agent(invocation)
         except (KeyboardInterrupt, Interrupted) as exc:
@@ -168,6 +178,13 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         if check.skip_reason:
             return run.record(Outcome("skipped", check.skip_reason, EXIT_OK))
         run.slot = check.slot
+    verdict = None
+    if not job.ignore_market_hours:
+        # Most skips are decided here, from the day's cached session, with nothing heavy
+        # imported (not even asyncio) and no remote ledger reached.
+        verdict = cached_verdict(run.market_time, run.state / "market", Credentials.from_env())
+        if verdict is not None and not verdict.open:
+            return run.record(Outcome("skipped", verdict.describe(), EXIT_OK, ping="success"))
 
     lock = run.ledger.job_lock(job.name)
     try:
@@ -182,13 +199,6 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         if run.slot is not None and run.ledger.slot_used(job.name, run.slot):
             reason = f"slot {run.slot.isoformat()} already done"
             return run.record(Outcome("skipped", reason, EXIT_OK))
-        verdict = None
-        if not job.ignore_market_hours:
-            # Most skips are decided here, from today's cached session, with nothing heavy
-            # imported (not even asyncio).
-            verdict = cached_verdict(run.market_time, run.state / "market", Credentials.from_env())
-            if verdict is not None and not verdict.open:
-                return run.record(Outcome("skipped", verdict.describe(), EXIT_OK, ping="success"))
         import asyncio  # here, not at the top: a skip must stay light
 
         return run.record(asyncio.run(_stoppable(run, verdict)))
@@ -201,11 +211,17 @@ class Invocation:
     stopped midway can still be recorded whole)."""
 
     def __init__(
-        self, job: Job, request: RunRequest, state: Path, started_at: datetime, deadline: float
+        self,
+        job: Job,
+        request: RunRequest,
+        state: Path,
+        ledger_url: str | None,
+        started_at: datetime,
+        deadline: float,
     ) -> None:
         self.job, self.request, self.state = job, request, state
         self.started_at, self.deadline = started_at, deadline
-        self.ledger = open_ledger(state)
+        self.ledger = open_ledger(state, ledger_url)
         # The fire time this run keeps, once the slot guard found it.
         self.slot: datetime | None = None
         self.run_id: int | None = None  # the ledger row, once the agent starts

@@ -11,12 +11,14 @@ kept: no file in the state directory holds a secret.
 import json
 import logging
 import os
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from tasty_oneshot import paths
 from tasty_oneshot.errors import StateFault
-from tasty_oneshot.ledger import Finish, Ledger, Usage
+from tasty_oneshot.ledger import Finish, Ledger, RunStart, Usage
 from tasty_oneshot.secrets import redact
 
 log = logging.getLogger("tasty_oneshot")
@@ -81,6 +83,34 @@ class Reservation:
             self.path.unlink(missing_ok=True)
 
 
+def keep_row(
+    state: Path,
+    ledger_where: str,
+    start: RunStart,
+    status: str,
+    reason: str,
+    finished_at: datetime,
+    exit_code: int,
+) -> Path:
+    """A skip or lock refusal decided before the ledger was reached: kept for the next
+    invocation that connects (a skip never waits for a remote ledger)."""
+    record = {
+        "ledger": ledger_where,
+        "row": {
+            **start._asdict(),
+            "started_at": start.started_at.isoformat(),
+            "slot": start.slot.isoformat() if start.slot else None,
+        },
+        "status": status,
+        "reason": redact(reason),
+        "finished_at": finished_at.isoformat(),
+        "exit_code": exit_code,
+    }
+    path = spool_dir(state) / f"row-{time.time_ns()}-{os.getpid()}.json"
+    paths.write_private(path, json.dumps(record))
+    return path
+
+
 def replay(state: Path, ledger: Ledger) -> int:
     """Write kept outcomes into the ledger; how many were written. Cheap when there are none."""
     directory = spool_dir(state)
@@ -109,22 +139,44 @@ def replay(state: Path, ledger: Ledger) -> int:
         if record["ledger"] != ledger.where:
             continue  # kept for another ledger (the configuration changed): left for it
         try:
-            ledger.finish(record["run_id"], record["finish"])
+            if "row" in record:
+                ledger.record_kept(*record["row"])
+            else:
+                ledger.finish(record["run_id"], record["finish"])
         except StateFault as exc:
             log.warning("kept outcomes stay in %s for now: %s", directory, exc)
             break
         path.unlink(missing_ok=True)
         written += 1
-        log.info("wrote the kept outcome of run %s into %s", record["run_id"], ledger.where)
+        if "run_id" in record:
+            log.info("wrote the kept outcome of run %s into %s", record["run_id"], ledger.where)
     return written
 
 
 def _read(path: Path) -> dict[str, Any] | None:
-    from datetime import datetime
-
     try:
         data = paths.read_private(path, RESERVE)
         raw = json.loads(data or b"")
+        if "row" in raw:
+            row = raw["row"]
+            start = RunStart(
+                job=str(row["job"]),
+                started_at=datetime.fromisoformat(row["started_at"]),
+                slot=datetime.fromisoformat(row["slot"]) if row["slot"] else None,
+                model=row["model"],
+                trading=row["trading"],
+                scheduled=bool(row["scheduled"]),
+                pid=int(row["pid"]),
+                host=str(row["host"]),
+            )
+            kept = (
+                start,
+                str(raw["status"]),
+                str(raw["reason"]),
+                datetime.fromisoformat(raw["finished_at"]),
+                int(raw["exit_code"]),
+            )
+            return {"ledger": str(raw["ledger"]), "row": kept}
         finish = Finish(
             status=str(raw["status"]),
             reason=str(raw["reason"]),

@@ -52,10 +52,12 @@ class Timers(NamedTuple):
         return "absent" if states else "unknown"
 
 
-def status(jobs: list[Job], days: int, as_json: bool, check: bool) -> int:
+def status(
+    jobs: list[Job], days: int, as_json: bool, check: bool, ledger_url: str | None = None
+) -> int:
     now = now_nyc()
     state = paths.state_dir()
-    ledger = open_ledger(state)
+    ledger = open_ledger(state, ledger_url)
     try:
         reports = [report(job, ledger, state, now, days) for job in jobs]
     finally:

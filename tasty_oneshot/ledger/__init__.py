@@ -77,7 +77,11 @@ class Ledger(Protocol):
     def record(
         self, start: RunStart, status: str, reason: str, finished_at: datetime, exit_code: int
     ) -> int: ...
+    def record_kept(
+        self, start: RunStart, status: str, reason: str, finished_at: datetime, exit_code: int
+    ) -> None: ...
     def finish(self, run_id: int, finish: Finish) -> bool: ...
+    def import_rows(self, rows: list[dict[str, Any]]) -> int: ...
     def note_notify(self, run_id: int, text: str) -> None: ...
     def abandon_dead(self, job: str, pid: int, host: str) -> int: ...
     def slot_used(self, job: str, slot: datetime) -> bool: ...
@@ -94,8 +98,32 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-def open_ledger(state: Path) -> Ledger:
-    """The configured ledger, with any outcome an earlier run could not write written in."""
+LEDGER_ENV = "TASTY_ONESHOT_LEDGER"
+
+
+def ledger_url(configured: str | None = None) -> str | None:
+    """The PostgreSQL ledger's URL: $TASTY_ONESHOT_LEDGER, else the jobs file's `ledger`;
+    None for the SQLite ledger in the state directory."""
+    url = os.environ.get(LEDGER_ENV) or configured
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        from tasty_oneshot.errors import UsageError
+
+        raise UsageError(f"${LEDGER_ENV}: expected a postgresql:// URL")
+    return url or None
+
+
+def open_ledger(state: Path, url: str | None = None) -> Ledger:
+    """The configured ledger, with any outcome an earlier run could not write written in.
+    A PostgreSQL ledger connects when first used, not here (a skip may never need it)."""
+    if url:
+        from urllib.parse import unquote, urlsplit
+
+        from tasty_oneshot.ledger.postgres import PostgresLedger
+        from tasty_oneshot.secrets import register
+
+        password = urlsplit(url).password or ""  # the host and database are not secrets
+        register(password, unquote(password))
+        return PostgresLedger(state, url)
     from tasty_oneshot.ledger.sqlite import SqliteLedger
 
     ledger = SqliteLedger(state)

@@ -20,7 +20,7 @@ from tasty_oneshot.lock import JobLock, is_held, lock_path
 from tasty_oneshot.secrets import redact
 
 FILE_NAME = "ledger.sqlite3"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 WAIT_ENV = "TASTY_ONESHOT_LEDGER_WAIT"
 DEFAULT_WAIT = 10.0  # seconds to wait for a ledger another process holds locked
 
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS runs (
     notify TEXT,
     started_utc TEXT,
     host TEXT,
-    slot_utc TEXT
+    slot_utc TEXT,
+    source TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_job_slot ON runs (job, slot);
 CREATE INDEX IF NOT EXISTS runs_job_id ON runs (job, id);
@@ -58,6 +59,7 @@ CREATE INDEX IF NOT EXISTS runs_started_utc ON runs (started_utc);
 LATE_INDEXES = """
 CREATE INDEX IF NOT EXISTS runs_job_slot_utc ON runs (job, agent_started, slot_utc);
 CREATE INDEX IF NOT EXISTS runs_job_scheduled ON runs (job, scheduled, started_utc);
+CREATE UNIQUE INDEX IF NOT EXISTS runs_source ON runs (source) WHERE source IS NOT NULL;
 """
 # Columns added since the first version, for ledgers written by it.
 ADDED_COLUMNS = (
@@ -65,6 +67,7 @@ ADDED_COLUMNS = (
     ("started_utc", "TEXT"),
     ("host", "TEXT"),
     ("slot_utc", "TEXT"),
+    ("source", "TEXT"),
 )
 
 T = TypeVar("T")
@@ -183,6 +186,28 @@ class SqliteLedger:
                 start, status, reason, finished_at=iso(finished_at), exit_code=exit_code
             )
         )
+
+    def record_kept(
+        self, start: RunStart, status: str, reason: str, finished_at: datetime, exit_code: int
+    ) -> None:
+        self.record(start, status, reason, finished_at, exit_code)
+
+    def import_rows(self, rows: list[dict[str, Any]]) -> int:
+        """Rows of another ledger, each once (keyed by `source`); how many were new."""
+        from tasty_oneshot.ledger.postgres import COLUMNS
+
+        def write() -> int:
+            added = 0
+            with self.db:
+                self.db.execute("BEGIN")
+                for row in rows:
+                    given = {c: row[c] for c in COLUMNS if row.get(c) is not None}
+                    names, marks = ", ".join(given), ", ".join("?" for _ in given)
+                    sql = f"INSERT OR IGNORE INTO runs ({names}) VALUES ({marks})"
+                    added += self.db.execute(sql, list(given.values())).rowcount
+            return added
+
+        return self._guard(write)
 
     def finish(self, run_id: int, finish: Finish) -> bool:
         """The outcome of a claimed run; False when that row is no longer `running`."""

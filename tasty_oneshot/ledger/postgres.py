@@ -1,0 +1,456 @@
+"""The PostgreSQL ledger: hosts that share it share everything the ledger decides.
+
+- A slot runs once across hosts: a run claims it with a row, unique on (job, slot), inserted
+  with ON CONFLICT DO NOTHING. (A lock alone would not do: a second racer that takes it just
+  after the first released it would run the slot again.)
+- One run of a job at a time anywhere: a session-level advisory lock, held for the whole run
+  on the ledger's connection; the server drops it when the connection dies, like flock. The
+  same lock tells a live `running` row from an abandoned one (pg_locks).
+- Nothing connects before it must: a skip decided before the job's lock (the slot guard, the
+  day's cached market session) is kept in the local spool and written in by the next
+  invocation that connects, so a skip never waits for the network.
+- The schema is created on first use, under an advisory lock, with its version recorded in
+  tasty_oneshot_meta for later migrations.
+"""
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tasty_oneshot.errors import StateFault, one_line
+from tasty_oneshot.ledger import Finish, RunStart, StatusFacts, iso, row_json, utc
+from tasty_oneshot.lock import JobLocked
+from tasty_oneshot.secrets import redact
+
+SCHEMA_VERSION = 1
+CONNECT_TIMEOUT = 5  # seconds to reach the server before a run gives up (exit 1)
+SCHEMA_LOCK = 0x7461_7374_795F_6F6E  # advisory lock key for creating the schema
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasty_oneshot_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS tasty_oneshot_runs (
+    id bigserial PRIMARY KEY,
+    job text NOT NULL,
+    status text NOT NULL,
+    reason text,
+    slot text,
+    slot_utc text,
+    agent_started integer NOT NULL DEFAULT 0,
+    started_at text NOT NULL,
+    started_utc text NOT NULL,
+    finished_at text,
+    exit_code integer,
+    output text,
+    model text,
+    trading text,
+    scheduled integer NOT NULL DEFAULT 0,
+    requests integer NOT NULL DEFAULT 0,
+    input_tokens integer NOT NULL DEFAULT 0,
+    output_tokens integer NOT NULL DEFAULT 0,
+    tool_calls integer NOT NULL DEFAULT 0,
+    cost double precision,
+    pid integer,
+    host text,
+    notify text,
+    source text
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasty_oneshot_runs_claim
+    ON tasty_oneshot_runs (job, slot_utc) WHERE agent_started = 1 AND slot_utc IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS tasty_oneshot_runs_source
+    ON tasty_oneshot_runs (source) WHERE source IS NOT NULL;
+CREATE INDEX IF NOT EXISTS tasty_oneshot_runs_job_id ON tasty_oneshot_runs (job, id);
+CREATE INDEX IF NOT EXISTS tasty_oneshot_runs_job_slot
+    ON tasty_oneshot_runs (job, agent_started, slot_utc);
+CREATE INDEX IF NOT EXISTS tasty_oneshot_runs_job_scheduled
+    ON tasty_oneshot_runs (job, scheduled, started_utc);
+CREATE INDEX IF NOT EXISTS tasty_oneshot_runs_started ON tasty_oneshot_runs (started_utc);
+"""
+COLUMNS = [
+    "job",
+    "status",
+    "reason",
+    "slot",
+    "slot_utc",
+    "agent_started",
+    "started_at",
+    "started_utc",
+    "finished_at",
+    "exit_code",
+    "output",
+    "model",
+    "trading",
+    "scheduled",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "tool_calls",
+    "cost",
+    "pid",
+    "host",
+    "notify",
+    "source",
+]
+
+T = TypeVar("T")
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for messages and the spool."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+
+
+def lock_key(job: str) -> int:
+    """The advisory lock key of a job: 64 bits of a hash of its name, signed."""
+    digest = hashlib.sha256(f"tasty-oneshot:{job}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class PostgresLedger:
+    def __init__(self, state: Path, url: str) -> None:
+        self.state, self.url = state, url
+        self.where = shown_url(url)
+        self._db: Any = None
+
+    # --- the connection ----------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._db is not None
+
+    def connect(self) -> Any:
+        """The connection, made on first use, with the schema ready and kept outcomes in."""
+        if self._db is not None:
+            return self._db
+        import psycopg
+        from psycopg.rows import dict_row
+
+        from tasty_oneshot.ledger.sqlite import wait_seconds
+
+        try:
+            db = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name="tasty-oneshot",
+                row_factory=dict_row,
+            )
+            wait = int(wait_seconds() * 1000)
+            db.execute(f"SET lock_timeout = {wait}; SET statement_timeout = {wait * 3}")
+            self._db = db
+            self._ensure_schema()
+        except psycopg.Error as exc:
+            self.close()
+            raise StateFault(self._describe(exc)) from None
+        from tasty_oneshot.spool import replay
+
+        replay(self.state, self)
+        return self._db
+
+    def _ensure_schema(self) -> None:
+        db = self._db
+        row = db.execute("SELECT to_regclass('tasty_oneshot_meta') AS meta").fetchone()
+        if row["meta"] is not None:
+            version = db.execute(
+                "SELECT value FROM tasty_oneshot_meta WHERE key='schema_version'"
+            ).fetchone()
+            if version is not None and int(version["value"]) >= SCHEMA_VERSION:
+                return
+        with db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            db.execute(SCHEMA)
+            db.execute(
+                "INSERT INTO tasty_oneshot_meta (key, value) VALUES ('schema_version', %s)"
+                " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def _guard(self, action: Callable[[Any], T]) -> T:
+        import psycopg
+
+        db = self.connect()
+        try:
+            return action(db)
+        except psycopg.Error as exc:
+            raise StateFault(self._describe(exc)) from None
+
+    def _describe(self, exc: BaseException) -> str:
+        problem = redact(one_line(exc)) or type(exc).__name__
+        return (
+            f"{self.where}: the PostgreSQL ledger cannot be used ({problem}); check that the "
+            "server is up and reachable from this host"
+        )
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(Exception):  # a connection already broken
+                self._db.close()
+            self._db = None
+
+    # --- the job lock and the slot -----------------------------------------------------------
+
+    def job_lock(self, job: str) -> "AdvisoryLock":
+        return AdvisoryLock(self, job)
+
+    def claim(self, start: RunStart) -> int | None:
+        conflict = (
+            "ON CONFLICT (job, slot_utc) WHERE agent_started = 1 AND slot_utc IS NOT NULL"
+            " DO NOTHING"
+        )
+        sql, values = self._insert(self._row(start, "running", "agent started", agent=1), conflict)
+        row = self._guard(lambda db: db.execute(sql, values).fetchone())
+        return None if row is None else int(row["id"])
+
+    def slot_used(self, job: str, slot: datetime) -> bool:
+        sql = (
+            "SELECT 1 FROM tasty_oneshot_runs WHERE job=%s AND agent_started=1 AND slot_utc=%s"
+            " LIMIT 1"
+        )
+        return self._guard(lambda db: db.execute(sql, (job, utc(slot))).fetchone()) is not None
+
+    def abandon_dead(self, job: str, pid: int, host: str) -> int:
+        """With the job's lock held (on any host): its other `running` rows are dead."""
+        sql = (
+            "UPDATE tasty_oneshot_runs SET status='abandoned', reason=%s WHERE job=%s"
+            " AND status='running' AND NOT (pid IS NOT DISTINCT FROM %s"
+            " AND host IS NOT DISTINCT FROM %s)"
+        )
+        reason = "abandoned: its process ended without recording an outcome (killed?)"
+        return int(self._guard(lambda db: db.execute(sql, (reason, job, pid, host)).rowcount))
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def record(
+        self, start: RunStart, status: str, reason: str, finished_at: datetime, exit_code: int
+    ) -> int:
+        """A skip or a lock refusal. Decided before this invocation connected (the slot guard,
+        the cached market day): kept locally, written in by the next that connects."""
+        if not self.connected:
+            from tasty_oneshot.spool import keep_row
+
+            keep_row(self.state, self.where, start, status, reason, finished_at, exit_code)
+            return 0
+        row = self._row(start, status, reason, finished_at=iso(finished_at), exit_code=exit_code)
+        sql, values = self._insert(row)
+        return int(self._guard(lambda db: db.execute(sql, values).fetchone())["id"])
+
+    def record_kept(
+        self, start: RunStart, status: str, reason: str, finished_at: datetime, exit_code: int
+    ) -> None:
+        """A row kept in the spool: written now (the spool's replay)."""
+        row = self._row(start, status, reason, finished_at=iso(finished_at), exit_code=exit_code)
+        sql, values = self._insert(row)
+        self._guard(lambda db: db.execute(sql, values))
+
+    def finish(self, run_id: int, finish: Finish) -> bool:
+        sql = (
+            "UPDATE tasty_oneshot_runs SET status=%s, reason=%s, finished_at=%s, exit_code=%s,"
+            " output=%s, requests=%s, input_tokens=%s, output_tokens=%s, tool_calls=%s, cost=%s"
+            " WHERE id=%s AND status IN ('running', 'abandoned')"
+        )
+        usage = finish.usage
+        values = (
+            finish.status,
+            redact(finish.reason),
+            iso(finish.finished_at),
+            finish.exit_code,
+            redact(finish.output),
+            usage.requests,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.tool_calls,
+            finish.cost,
+            run_id,
+        )
+        return int(self._guard(lambda db: db.execute(sql, values).rowcount)) == 1
+
+    def note_notify(self, run_id: int, text: str) -> None:
+        sql = "UPDATE tasty_oneshot_runs SET notify=%s WHERE id=%s"
+        self._guard(lambda db: db.execute(sql, (redact(text), run_id)))
+
+    def import_rows(self, rows: list[dict[str, Any]]) -> int:
+        """Rows of another ledger, each once (keyed by `source`); how many were new."""
+        conflict = "ON CONFLICT (source) WHERE source IS NOT NULL DO NOTHING"
+
+        def write(db: Any) -> int:
+            added = 0
+            with db.transaction():
+                for row in rows:
+                    given = {c: row[c] for c in COLUMNS if row.get(c) is not None}
+                    sql, values = self._insert(given, conflict)
+                    added += db.execute(sql, values).rowcount
+            return added
+
+        return int(self._guard(write))
+
+    @staticmethod
+    def _insert(columns: dict[str, Any], conflict: str = "") -> tuple[str, list[Any]]:
+        """An INSERT of the columns given (the others take their defaults)."""
+        names, marks = ", ".join(columns), ", ".join("%s" for _ in columns)
+        sql = f"INSERT INTO tasty_oneshot_runs ({names}) VALUES ({marks}) {conflict} RETURNING id"
+        return sql, list(columns.values())
+
+    @staticmethod
+    def _row(start: RunStart, status: str, reason: str, **extra: Any) -> dict[str, Any]:
+        columns: dict[str, Any] = {
+            "job": start.job,
+            "status": status,
+            "reason": redact(reason),
+            "slot": iso(start.slot),
+            "slot_utc": utc(start.slot) if start.slot else None,
+            "agent_started": extra.pop("agent", 0),
+            "started_at": iso(start.started_at),
+            "started_utc": utc(start.started_at),
+            "model": start.model,
+            "trading": start.trading,
+            "scheduled": int(start.scheduled),
+            "pid": start.pid,
+            "host": start.host,
+            **extra,
+        }
+        return columns
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def last_success(self, job: str) -> tuple[str, str] | None:
+        sql = (
+            "SELECT finished_at, output FROM tasty_oneshot_runs WHERE job=%s AND status='ok'"
+            " AND output IS NOT NULL ORDER BY id DESC LIMIT 1"
+        )
+        row = self._guard(lambda db: db.execute(sql, (job,)).fetchone())
+        return (row["finished_at"], row["output"]) if row else None
+
+    def runs(
+        self,
+        job: str | None = None,
+        limit: int | None = None,
+        since: datetime | None = None,
+        status: str | None = None,
+    ) -> list[dict[str, Any]]:
+        where, params = _filters(job, since)
+        if status is not None:
+            where += (" AND " if where else " WHERE ") + "status = %s"
+            params.append(status)
+        sql = "SELECT * FROM tasty_oneshot_runs" + where + " ORDER BY id DESC"
+        if limit:
+            sql += " LIMIT %s"
+            params.append(limit)
+        rows = self._guard(lambda db: db.execute(sql, params).fetchall())
+        return self._shown([row_json(row) for row in rows])
+
+    def _shown(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A `running` row whose job's lock no session holds shows as `abandoned`."""
+        running = {row["job"] for row in rows if row["status"] == "running"}
+        if not running:
+            return rows
+        keys = {job: lock_key(job) for job in running}
+        held = self._guard(
+            lambda db: {
+                (int(r["classid"]) << 32) | int(r["objid"])
+                for r in db.execute(
+                    "SELECT classid, objid FROM pg_locks WHERE locktype='advisory'"
+                    " AND objsubid=1 AND granted"
+                ).fetchall()
+            }
+        )
+        for row in rows:
+            if row["status"] == "running" and keys[row["job"]] & 0xFFFFFFFFFFFFFFFF not in held:
+                row["status"] = "abandoned"
+                row["reason"] = "abandoned: its process is gone and holds no lock"
+        return rows
+
+    def totals(self, job: str | None, since: datetime | None) -> list[dict[str, Any]]:
+        where, params = _filters(job, since)
+        sql = (
+            "SELECT job, COUNT(*) AS runs, SUM(agent_started) AS agent_runs,"
+            " SUM(input_tokens + output_tokens) AS tokens, SUM(cost) AS cost,"
+            " COUNT(cost) AS priced FROM tasty_oneshot_runs" + where + " GROUP BY job ORDER BY job"
+        )
+        rows = self._guard(lambda db: db.execute(sql, params).fetchall())
+        return [
+            {**row, "runs": int(row["runs"]), "agent_runs": int(row["agent_runs"] or 0),
+             "tokens": int(row["tokens"] or 0), "priced": int(row["priced"])}
+            for row in rows
+        ]  # fmt: skip
+
+    def status_facts(self, job: str, since: datetime) -> StatusFacts:
+        def read(db: Any) -> StatusFacts:
+            newest = db.execute(
+                "SELECT * FROM tasty_oneshot_runs WHERE job=%s ORDER BY id DESC LIMIT 1", (job,)
+            ).fetchone()
+            last = self._shown([row_json(newest)])[0] if newest else None
+            ok = db.execute(
+                "SELECT finished_at FROM tasty_oneshot_runs WHERE job=%s AND status='ok'"
+                " ORDER BY id DESC LIMIT 1",
+                (job,),
+            ).fetchone()
+            ran = []
+            for row in db.execute(
+                "SELECT status FROM tasty_oneshot_runs WHERE job=%s AND agent_started=1"
+                " ORDER BY id DESC LIMIT 1000",
+                (job,),
+            ):
+                ran.append(row["status"])
+                if row["status"] == "ok":
+                    break
+            first = db.execute(
+                "SELECT MIN(started_utc) AS first FROM tasty_oneshot_runs"
+                " WHERE job=%s AND scheduled=1",
+                (job,),
+            ).fetchone()["first"]
+            used = {
+                row["slot_utc"]
+                for row in db.execute(
+                    "SELECT slot_utc FROM tasty_oneshot_runs WHERE job=%s AND agent_started=1"
+                    " AND slot_utc >= %s",
+                    (job, utc(since)),
+                )
+            }
+            if ran and ran[0] == "running" and last is not None and last["status"] == "abandoned":
+                ran[0] = "abandoned"
+            return StatusFacts(last, ok["finished_at"] if ok else None, ran, first, used)
+
+        return self._guard(read)
+
+
+class AdvisoryLock:
+    """A job's lock across every host that shares the ledger (see the module's docstring)."""
+
+    def __init__(self, ledger: PostgresLedger, job: str) -> None:
+        self.ledger, self.key = ledger, lock_key(job)
+        self._held = False
+
+    def acquire(self) -> None:
+        sql = "SELECT pg_try_advisory_lock(%s) AS taken"
+        row = self.ledger._guard(lambda db: db.execute(sql, (self.key,)).fetchone())
+        if not row["taken"]:
+            raise JobLocked(self.ledger.where)
+        self._held = True
+
+    def release(self) -> None:
+        if self._held and self.ledger.connected:
+            with contextlib.suppress(StateFault):  # the connection is gone: so is the lock
+                self.ledger._guard(
+                    lambda db: db.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+                )
+        self._held = False
+
+
+def _filters(job: str | None, since: datetime | None) -> tuple[str, list[Any]]:
+    where, params = [], []
+    if job:
+        where.append("job = %s")
+        params.append(job)
+    if since:
+        where.append("started_utc >= %s")
+        params.append(utc(since))
+    return (" WHERE " + " AND ".join(where) if where else ""), params
