@@ -237,7 +237,8 @@ def _ledger(value: Any) -> str:
 
 
 # Defaults for every job, ad hoc runs included; and what is the file's, not a job's.
-TOP_KEYS = {**RUN_KEYS, "ledger": _ledger}
+# Defaults for every job, ad hoc runs included, and what only the whole file can say.
+TOP_KEYS = {**RUN_KEYS, "ledger": _ledger, "max_parallel": whole(1, 1000)}
 
 
 def shown(name: Any) -> str:

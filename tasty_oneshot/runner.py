@@ -13,11 +13,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from tasty_oneshot import paths, secrets
+from tasty_oneshot import paths, places, secrets
 from tasty_oneshot.agent import check_ready
 from tasty_oneshot.env_file import load_env_file
 from tasty_oneshot.errors import (
@@ -155,8 +155,11 @@ def run(request: RunRequest) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGHUP, _raise_interrupted)
     try:
-        url = ledger_url(jobs_file.defaults.get("ledger") if jobs_file else None)
+        defaults = jobs_file.defaults if jobs_file else {}
+        url = ledger_url(defaults.get("ledger"))
+        max_parallel = places.configured(defaults.get("max_parallel"))
         invocation = Invocation(job, request, state, url, started_at, started + job.timeout)
+        invocation.max_parallel = max_parallel
         try:
             return _slot_lock_market_agent(invocation)
         except (KeyboardInterrupt, Interrupted) as exc:
@@ -230,11 +233,22 @@ class Invocation:
         self.cost: float | None = None
         self.notes: list[str] = []  # what became of the agent's own notify calls
         self.exit_code: int | None = None  # set once the outcome is recorded
+        self.max_parallel: int | None = None  # the host-wide cap on running agents, if any
         self.pinger = None
         if job.ping:
             from tasty_oneshot.ping import Pinger
 
             self.pinger = Pinger(job.ping)
+
+    def give_up_waiting_at(self) -> float:
+        """When a run waiting for a place gives up (monotonic): its slot's window ends at the
+        fire time plus max_delay; a run without a slot waits at most until its timeout (a
+        second early, so it ends as `busy`, not as a timeout)."""
+        limit = self.deadline - 1.0
+        if self.slot is not None:
+            left = (self.slot.astimezone(UTC) - datetime.now(UTC)).total_seconds()
+            limit = min(limit, time.monotonic() + left + self.job.max_delay)
+        return limit
 
     @property
     def market_time(self) -> datetime:
@@ -280,7 +294,7 @@ class Invocation:
         for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         level = logging.INFO if outcome.exit_code in (EXIT_OK, EXIT_LOCKED) else logging.ERROR
-        if outcome.status == "locked":
+        if outcome.status == "locked" or outcome.reason.startswith("busy:"):
             level = logging.WARNING
         hint = ""
         if outcome.status == "skipped" and not self.request.scheduled:
@@ -442,6 +456,24 @@ async def _market_then_agent(run: Invocation, verdict: Verdict | None) -> Outcom
     # imports pydantic-ai (in a thread, so a timeout or a signal still stops the run).
     if time.monotonic() >= run.deadline:  # a blocking step (the calendar) used up the time
         return Outcome("timeout", f"passed its timeout of {job.timeout:g}s", EXIT_TIMEOUT)
+    place = None
+    if run.max_parallel is not None:
+        try:
+            place = await places.take_place(
+                run.state, run.max_parallel, run.market_time, run.give_up_waiting_at()
+            )
+        except places.Busy as exc:
+            return Outcome("skipped", str(exc), EXIT_LOCKED, ping="log")
+    try:
+        return await _agent(run)
+    finally:
+        if place is not None:
+            place.release()
+
+
+async def _agent(run: "Invocation") -> Outcome:
+    """Holding a place (if places are capped): the MCP server, pydantic-ai, the agent."""
+    job = run.job
     run.reserve()
     server, stopped = _start_server(run), False
     try:

@@ -12,7 +12,8 @@ environment to stderr (a careless server: its log must not keep the secrets); --
 writes, at each tool call, bytes that are not JSON-RPC to stdout (a broken protocol): `binary`
 is not even UTF-8, `text` is a line of text;
 --ignore-sigterm makes it ignore SIGTERM (it must be killed); --extra-tools adds two tools
-tasty-agent lacks.
+tasty-agent lacks; --weigh-like-tasty-agent imports the real tasty-agent first, so that it
+takes the real one's time and memory to start (for benchmarks).
 """
 
 import argparse
@@ -35,10 +36,14 @@ parser.add_argument("--print-env", action="store_true")
 parser.add_argument("--bad-stdout", choices=("binary", "text"))
 parser.add_argument("--ignore-sigterm", action="store_true")
 parser.add_argument("--extra-tools", action="store_true", help="add tools tasty-agent lacks")
+parser.add_argument("--weigh-like-tasty-agent", action="store_true")
 options = parser.parse_args()
 
 if options.crash:
     sys.exit(3)
+if options.weigh_like_tasty_agent:
+    # Cost what the real server costs to start (seconds, ~130 MB): import it, serve ours.
+    import tasty_agent.server  # noqa: F401
 
 
 def record(event: dict[str, Any]) -> None:
@@ -51,7 +56,7 @@ if options.ignore_sigterm:
 if options.print_env:
     for key, value in sorted(os.environ.items()):
         print(f"{key}={value}", file=sys.stderr, flush=True)
-record({"event": "start", "pid": os.getpid(), "env": sorted(os.environ)})
+record({"event": "start", "pid": os.getpid(), "env": sorted(os.environ), "time": time.time()})
 app = FastMCP("TastyTrade")
 
 

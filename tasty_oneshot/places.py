@@ -1,0 +1,114 @@
+"""A host-wide cap on agents running at once: `max_parallel` places, one flock each.
+
+A run that will start its agent takes a place (STATE/places/N.lock) first; the kernel frees
+it however the run ends, SIGKILL included. A run that finds every place taken waits, holding
+nothing else (no MCP server, no model request): it writes a ticket in STATE/places/queue,
+named by its fire time, and holds a flock on it while it waits. Tickets go in fire-time
+order: only the earliest live ticket may take a place that comes free, so the waiting runs
+go ahead in the order of their fire times, not in the order the kernel wakes them. A ticket
+whose process is gone (its flock released) is removed by the next waiter that sees it.
+"""
+
+import fcntl
+import logging
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from tasty_oneshot import paths
+from tasty_oneshot.lock import is_held
+
+log = logging.getLogger("tasty_oneshot")
+
+POLL = 0.1  # seconds between looks while waiting (only waiting runs poll)
+ENV = "TASTY_ONESHOT_MAX_PARALLEL"
+
+
+class Busy(Exception):
+    """No place came free before the run had to give up."""
+
+
+class Place:
+    """A place held by this run until `release` (or the process ends)."""
+
+    def __init__(self, fd: int, index: int) -> None:
+        self.fd, self.index = fd, index
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+async def take_place(state: Path, places: int, order: datetime, give_up_at: float) -> Place:
+    """A place among `places`, waiting in `order` (the fire time) behind earlier runs; Busy
+    when none came free before the monotonic time `give_up_at`."""
+    import asyncio  # a run that takes a place is past the skip path
+
+    directory = paths.private_dir(paths.private_dir(state / "places"))
+    place = _try_places(directory, places)
+    if place is not None:
+        return place
+    queue = paths.private_dir(directory / "queue")
+    ticket = queue / f"{order.timestamp():020.6f}-{os.getpid()}"
+    fd = paths.open_private(ticket, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # alive while held: see _first_live
+    started = time.monotonic()
+    log.info("waiting for one of %d places (max_parallel): every one is taken", places)
+    try:
+        while True:
+            if _first_live(queue) == ticket.name:
+                place = _try_places(directory, places)
+                if place is not None:
+                    log.info(
+                        "got place %d after waiting %.1fs", place.index, time.monotonic() - started
+                    )
+                    return place
+            if time.monotonic() >= give_up_at:
+                waited = time.monotonic() - started
+                log.info("gave up waiting for a place after %.1fs", waited)
+                raise Busy(f"busy: no place of max_parallel={places} came free in {waited:.0f}s")
+            await asyncio.sleep(POLL)
+    finally:
+        ticket.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _try_places(directory: Path, places: int) -> Place | None:
+    for index in range(places):
+        fd = paths.open_private(directory / f"{index}.lock", os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return Place(fd, index)
+    return None
+
+
+def _first_live(queue: Path) -> str | None:
+    """The earliest ticket whose run still waits; tickets of dead runs are removed."""
+    for name in sorted(os.listdir(queue)):
+        held = is_held(queue / name)
+        if held is False:
+            (queue / name).unlink(missing_ok=True)
+            continue
+        return name
+    return None
+
+
+def configured(defaults: int | None) -> int | None:
+    """max_parallel: $TASTY_ONESHOT_MAX_PARALLEL, else the jobs file's; None: no cap."""
+    text = os.environ.get(ENV)
+    if not text:
+        return defaults
+    from tasty_oneshot.errors import UsageError
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"${ENV}: {text[:20]!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise UsageError(f"${ENV}: expected a whole number from 1 to 1000")
+    return value

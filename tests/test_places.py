@@ -1,0 +1,221 @@
+"""max_parallel: a host-wide cap on agents running at once, through the real CLI.
+
+Each job has its own fake MCP server record, so the tests can tell which job's server ran
+when; `--wait-for GO` holds every tool call until the test creates GO, and `--hang` holds
+one forever. New York is UTC-5: 9:30 NYC on Monday 2026-11-30 is 14:30 UTC.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import FAKE_SERVER
+from test_run_lifecycle import alive, assert_gone, wait_for
+
+
+def server_block(record: Path, *flags: str) -> str:
+    args = json.dumps([str(FAKE_SERVER), str(record), *flags])
+    return f"    mcp:\n      command: {sys.executable}\n      args: {args}\n"
+
+
+def write_jobs(ws, jobs: dict[str, str], top: str = "max_parallel: 2\n") -> None:
+    """`jobs`: name -> the job's own YAML lines (already indented by 4)."""
+    body = "".join(f"  {name}:\n    instructions: Check\n{lines}" for name, lines in jobs.items())
+    ws.write("tasty-oneshot.yaml", "model: test\n" + top + "jobs:\n" + body)
+
+
+def records(ws, name: str) -> list[dict]:
+    path = ws.root / f"{name}.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def start(ws, *args: str, at: str | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        ws.command(*args, at=at), cwd=ws.root, env=ws.env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+class TicketOrder:
+    """Watches the queue of waiting runs and notes the order in which tickets leave it: a
+    waiter removes its ticket once it has a place, so that is the order places were given."""
+
+    def __init__(self, queue: Path) -> None:
+        self.queue, self.left = queue, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self) -> None:
+        present: set[str] = set()
+        while not self.stop.is_set():
+            now = set(os.listdir(self.queue)) if self.queue.is_dir() else set()
+            gone = sorted(present - now)
+            if len(gone) > 1:
+                self.left.append(None)  # two in one look: their order is not known
+            self.left += gone
+            present = now
+            time.sleep(0.002)
+
+    def close(self) -> list[str | None]:
+        self.stop.set()
+        self.thread.join()
+        return self.left
+
+
+class AliveServers:
+    """Samples, in a thread, how many of the jobs' MCP servers are alive at once."""
+
+    def __init__(self, ws, names: list[str]) -> None:
+        self.ws, self.names, self.peak = ws, names, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self) -> None:
+        while not self.stop.is_set():
+            pids = [
+                event["pid"]
+                for name in self.names
+                for event in records(self.ws, name)
+                if event["event"] == "start"
+            ]
+            self.peak = max(self.peak, sum(alive(pid) for pid in pids))
+            time.sleep(0.02)
+
+    def close(self) -> int:
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
+def test_at_most_max_parallel_servers_run_and_waiters_go_in_fire_time_order(ws):
+    go = ws.root / "go"
+    names = [f"job-{i}" for i in range(6)]
+    jobs = {
+        name: f'    schedule: "9:3{i}am"\n    daily: true\n    max_delay: 600\n'
+        + server_block(ws.root / f"{name}.jsonl", "--wait-for", str(go))
+        for i, name in enumerate(names)
+    }
+    write_jobs(ws, jobs)
+    sampler = AliveServers(ws, names)
+    order = TicketOrder(ws.state / "places" / "queue")
+    runs = {
+        name: start(ws, "run", "--job", name, "--scheduled", at="2026-11-30 14:36:00")
+        for name in names
+    }
+    try:
+        # Two runs reach their tool calls and block there; the four others wait for a place.
+        wait_for(lambda: sum(bool(records(ws, n)) for n in names) >= 2, "two servers")
+        queue = ws.state / "places" / "queue"
+        wait_for(lambda: queue.is_dir() and len(os.listdir(queue)) == 4, "four waiting")
+        first = {n for n in names if records(ws, n)}
+        assert len(first) == 2
+        go.write_text("go")
+        results = {name: proc.communicate(timeout=120) for name, proc in runs.items()}
+    finally:
+        for proc in runs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        peak = sampler.close()
+        left = order.close()
+    assert peak <= 2, f"{peak} MCP servers were alive at once"
+    for name, proc in runs.items():
+        assert proc.returncode == 0, results[name][1]
+    assert {row["status"] for row in ws.history("--limit", "20")} == {"ok"}
+    # The waiters got their places in the order of their fire times: a ticket is named by
+    # its fire time, and tickets left the queue one by one, earliest fire time first.
+    assert None not in left and len(left) == 4, left
+    assert left == sorted(left), left
+    waited = [n for n in names if n not in first]
+    for name in waited:
+        assert "waiting for one of 2 places" in results[name][1]
+        assert "got place" in results[name][1]
+
+
+def test_a_waiter_gives_up_as_busy_when_its_slot_passes_and_status_counts_it_missed(ws):
+    jobs = {
+        "holder": server_block(ws.root / "holder.jsonl", "--hang", "account_overview"),
+        "waiter": '    schedule: "9:30am"\n    daily: true\n    max_delay: 4\n'
+        + server_block(ws.root / "waiter.jsonl"),
+    }
+    write_jobs(ws, jobs, top="max_parallel: 1\n")
+    holder = start(ws, "run", "--job", "holder", "--ignore-market-hours")
+    try:
+        wait_for(lambda: any(e["event"] == "call" for e in records(ws, "holder")), "holder")
+        waiter = ws.cli("run", "--job", "waiter", "--scheduled", at="2026-11-30 14:30:01")
+    finally:
+        os.killpg(holder.pid, signal.SIGTERM)
+        holder.communicate(timeout=60)
+    assert waiter.returncode == 75, waiter.stderr
+    assert "waiting for one of 1 places" in waiter.stderr
+    assert "gave up waiting" in waiter.stderr
+    assert records(ws, "waiter") == []  # its server never started
+    [row] = ws.history("--job", "waiter")
+    assert row["status"] == "skipped" and row["reason"].startswith("busy:"), row
+    assert row["exit_code"] == 75 and row["slot"] == "2026-11-30T09:30:00-05:00"
+    # The slot was not used up, and status counts it as missed.
+    result = ws.cli("status", "--json", "--job", "waiter", at="2026-11-30 15:00:00")
+    [report] = json.loads(result.stdout)
+    assert report["missed"] == ["2026-11-30T09:30:00-05:00"] and report["state"] == "missed"
+
+
+def test_a_holder_killed_with_sigkill_frees_its_place_for_a_waiter_at_once(ws):
+    jobs = {
+        "holder": server_block(ws.root / "holder.jsonl", "--hang", "account_overview"),
+        "waiter": server_block(ws.root / "waiter.jsonl"),
+    }
+    write_jobs(ws, jobs, top="max_parallel: 1\n")
+    holder = start(ws, "run", "--job", "holder", "--ignore-market-hours")
+    wait_for(lambda: any(e["event"] == "call" for e in records(ws, "holder")), "holder")
+    waiter = start(ws, "run", "--job", "waiter", "--ignore-market-hours", "--timeout", "120")
+    queue = ws.state / "places" / "queue"
+    wait_for(lambda: queue.is_dir() and os.listdir(queue), "the waiter's ticket", proc=waiter)
+    os.killpg(holder.pid, signal.SIGKILL)
+    holder.communicate(timeout=30)
+    _out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0, err
+    assert "got place 0" in err
+    [start_event] = [e for e in records(ws, "holder") if e["event"] == "start"]
+    assert_gone(start_event["pid"])
+
+
+def test_a_second_run_of_the_same_job_is_refused_not_queued(ws):
+    jobs = {"holder": server_block(ws.root / "holder.jsonl", "--hang", "account_overview")}
+    write_jobs(ws, jobs, top="max_parallel: 1\n")
+    holder = start(ws, "run", "--job", "holder", "--ignore-market-hours")
+    try:
+        wait_for(lambda: any(e["event"] == "call" for e in records(ws, "holder")), "holder")
+        again = ws.cli("run", "--job", "holder", "--ignore-market-hours")
+        assert again.returncode == 75, again.stderr
+        assert "waiting" not in again.stderr
+        queue = ws.state / "places" / "queue"
+        assert not queue.exists() or os.listdir(queue) == []
+        assert ws.history()[0]["status"] == "locked"
+    finally:
+        os.killpg(holder.pid, signal.SIGTERM)
+        holder.communicate(timeout=60)
+
+
+def test_a_skip_never_touches_the_places(ws):
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    result = ws.cli("run", "--job", "check", at="2026-11-26 15:00:00")  # Thanksgiving
+    assert result.returncode == 0, result.stderr
+    assert not (ws.state / "places").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "many"])
+def test_a_bad_max_parallel_in_the_environment_is_one_line_and_exit_2(ws, value):
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="")
+    ws.env["TASTY_ONESHOT_MAX_PARALLEL"] = value
+    result = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    assert result.returncode == 2
+    assert "TASTY_ONESHOT_MAX_PARALLEL" in result.stderr.strip().splitlines()[-1]
