@@ -7,6 +7,9 @@ wait4(2), against `python -I -c pass` as the floor. Also checks, with `python -X
 that a skipped run imports none of the heavy packages, and lists what it does import.
 
 Targets (from the issue): skip median <= 150 ms and <= 40 MB peak RSS; lock refusal <= 150 ms.
+The skip is measured with the SQLite ledger, and with a PostgreSQL ledger ($TASTY_ONESHOT_LEDGER)
+on a port nobody listens on: a skip decided from the cache must not connect (it keeps its row
+for the next invocation that can), so it meets the same targets and imports no psycopg.
 Not a test: figures depend on the machine. Exits 1 if a heavy import is found.
 """
 
@@ -14,6 +17,7 @@ import argparse
 import fcntl
 import os
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
@@ -39,6 +43,8 @@ HEAVY = (
     "httpx2",
     "openai",
     "anthropic",
+    "psycopg",
+    "psycopg_binary",
 )
 NOTABLE = (
     "asyncio",
@@ -202,6 +208,22 @@ def run_benchmarks(root: Path, runs: int, at: str) -> int:
     name = f"skip, broker cached ({'faketime' if FAKETIME else 'real clock'})"
     bench(name, [*wrap, *run], creds_env, work, runs, 0, results, must_skip_by_broker)
 
+    # With a PostgreSQL ledger nobody answers: decided from the cache, the skip never connects.
+    # Its own state directory (the same cached day), since each skip keeps a row in its spool.
+    pg_state = root / "state-pg"
+    shutil.copytree(state, pg_state, ignore=shutil.ignore_patterns("ledger.sqlite3*", "locks"))
+    pg_env = dict(env, TASTY_ONESHOT_STATE_DIR=str(pg_state), TASTY_ONESHOT_LEDGER=pg_url())
+
+    def must_skip_unconnected(stderr: str) -> None:
+        must_skip(stderr)
+        if "ERROR" in stderr or "PostgreSQL" in stderr:
+            sys.exit(f"the skip tried the PostgreSQL ledger:\n{stderr}")
+
+    name = f"skip, PostgreSQL ledger down ({'faketime' if FAKETIME else 'real clock'})"
+    bench(name, [*wrap, *run], pg_env, work, runs, 0, results, must_skip_unconnected)
+    kept = len(list((pg_state / "spool").glob("row-*.json")))
+    notes.append(f"PostgreSQL ledger down: {kept} skip rows kept in its spool, for later")
+
     # Without faketime, if the market happens to be closed now (no LD_PRELOAD overhead).
     if FAKETIME:
         probe = measure(run, env, work)
@@ -231,8 +253,15 @@ def run_benchmarks(root: Path, runs: int, at: str) -> int:
     if code != 0 or "market closed" not in stderr:
         sys.exit(f"the -X importtime run did not skip:\n{stderr}")
     _, creds_rows, _ = imported(run[1:], creds_env, work, wrap)
+    pg_code, pg_rows, pg_stderr = imported(run[1:], pg_env, work, wrap)
+    if pg_code != 0 or "market closed" not in pg_stderr:
+        sys.exit(f"the -X importtime run with the PostgreSQL ledger did not skip:\n{pg_stderr}")
     status = 0
-    for label, found_rows in (("skip", rows), ("skip with credentials", creds_rows)):
+    for label, found_rows in (
+        ("skip", rows),
+        ("skip with credentials", creds_rows),
+        ("skip with a PostgreSQL ledger", pg_rows),
+    ):
         modules = {top_level(m) for _, _, m in found_rows}
         heavy = sorted(modules & set(HEAVY))
         if heavy:
@@ -263,6 +292,14 @@ def run_benchmarks(root: Path, runs: int, at: str) -> int:
     for note in notes:
         print(f"note: {note}")
     return status
+
+
+def pg_url() -> str:
+    """A PostgreSQL URL on a port of 127.0.0.1 nobody listens on (a connection would fail)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"postgresql://tasty:not-a-password@127.0.0.1:{port}/tasty"
 
 
 def warm_broker_cache(cache_dir: Path, at: str | None) -> date:

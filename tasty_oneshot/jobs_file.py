@@ -40,17 +40,7 @@ class JobsFile(NamedTuple):
 
 def load_jobs_file(path: Path) -> JobsFile:
     """Read and check the whole jobs file: every job, not just the one asked for."""
-    data = _parse(path, _read(path))
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping with 'jobs' at the top level")
-    data = dict(data)
-    raw_jobs = data.pop("jobs", None) or {}
-    if not isinstance(raw_jobs, dict):
-        raise UsageError(f"{path}: key 'jobs': expected a mapping of job names to jobs")
-    where = f"{path}: "
-    defaults = _relative_mcp(check_keys(_interpolated(data, where), TOP_KEYS, where), path)
+    defaults, raw_jobs = _top_level(path)
     jobs = {}
     for job_name, raw in raw_jobs.items():
         where = f"{path}: job '{shown(job_name)}': "
@@ -64,6 +54,28 @@ def load_jobs_file(path: Path) -> JobsFile:
         schedule_from(keys, where)  # the keys must also make sense together
         jobs[job_name] = keys
     return JobsFile(path=path, defaults=defaults, jobs=jobs)
+
+
+def load_defaults(path: Path) -> dict[str, Any]:
+    """Only the jobs file's top-level keys, checked (for the commands that read the
+    ledger: a job with a bad key must not hide the history that explains it)."""
+    return _top_level(path)[0]
+
+
+def _top_level(path: Path) -> tuple[dict[str, Any], dict[Any, Any]]:
+    """The checked top-level keys, and the unchecked mapping of jobs."""
+    data = _parse(path, _read(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping with 'jobs' at the top level")
+    data = dict(data)
+    raw_jobs = data.pop("jobs", None) or {}
+    if not isinstance(raw_jobs, dict):
+        raise UsageError(f"{path}: key 'jobs': expected a mapping of job names to jobs")
+    where = f"{path}: "
+    defaults = _relative_mcp(check_keys(_interpolated(data, where), TOP_KEYS, where), path)
+    return defaults, raw_jobs
 
 
 def notify_sources(

@@ -33,8 +33,16 @@ from tasty_oneshot.errors import (
     one_line,
 )
 from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job
-from tasty_oneshot.jobs_file import JobsFile, load_jobs_file, notify_sources
-from tasty_oneshot.ledger import Finish, RunStart, Usage, host_name, ledger_url, open_ledger
+from tasty_oneshot.jobs_file import JobsFile, load_defaults, load_jobs_file, notify_sources
+from tasty_oneshot.ledger import (
+    LEDGER_ENV,
+    Finish,
+    RunStart,
+    Usage,
+    host_name,
+    ledger_url,
+    open_ledger,
+)
 from tasty_oneshot.lock import JobLocked
 from tasty_oneshot.market import Credentials, Verdict, cached_verdict
 from tasty_oneshot.notify import check_urls, notify_outcome
@@ -125,9 +133,10 @@ def configured_ledger(config: str | None) -> str | None:
     """The PostgreSQL ledger's URL for the commands that only read the ledger: the
     environment's, else the jobs file's `ledger` key (when a jobs file is found)."""
     load_env_file(Path(".env"), required=False)
+    if os.environ.get(LEDGER_ENV):
+        return ledger_url()
     path = paths.config_path(config)
-    jobs_file = load_jobs_file(path) if path else None
-    return ledger_url(jobs_file.defaults.get("ledger") if jobs_file else None)
+    return ledger_url(load_defaults(path).get("ledger") if path else None)
 
 
 def run(request: RunRequest) -> int:

@@ -3,7 +3,8 @@
     python openai_stub.py DIR [MODE [ARG]]
 
 Listens on a free port and writes it to DIR/port once it is ready; appends each request body
-to DIR/requests.jsonl as one JSON line. The mode is read from DIR/mode.json (a JSON list,
+to DIR/requests.jsonl as one JSON line, with an `arrived` field added (when the request came,
+`time.time()`, for benchmarks). The mode is read from DIR/mode.json (a JSON list,
 `[MODE, ARG]`) on every request, so a test can change it between runs; MODE and ARG on the
 command line write that file first. Modes:
 
@@ -78,10 +79,14 @@ class Handler(BaseHTTPRequestHandler):
     directory: Path
 
     def do_POST(self) -> None:
+        arrived = time.time()
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
+        recorded = json.loads(body)
+        if isinstance(recorded, dict):
+            recorded["arrived"] = arrived
         with _lock, open(self.directory / "requests.jsonl", "ab") as f:
-            f.write(json.dumps(json.loads(body)).encode() + b"\n")
+            f.write(json.dumps(recorded).encode() + b"\n")
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self.send_error(404)
             return

@@ -116,13 +116,10 @@ def open_ledger(state: Path, url: str | None = None) -> Ledger:
     """The configured ledger, with any outcome an earlier run could not write written in.
     A PostgreSQL ledger connects when first used, not here (a skip may never need it)."""
     if url:
-        from urllib.parse import unquote, urlsplit
-
-        from tasty_oneshot.ledger.postgres import PostgresLedger
+        from tasty_oneshot.ledger.postgres import PostgresLedger, url_passwords
         from tasty_oneshot.secrets import register
 
-        password = urlsplit(url).password or ""  # the host and database are not secrets
-        register(password, unquote(password))
+        register(*url_passwords(url))  # the host and database are not secrets
         return PostgresLedger(state, url)
     from tasty_oneshot.ledger.sqlite import SqliteLedger
 

@@ -98,15 +98,29 @@ T = TypeVar("T")
 
 
 def shown_url(url: str) -> str:
-    """The URL without its password, for messages and the spool."""
-    from urllib.parse import urlsplit, urlunsplit
+    """The URL without its password (in the user part or the query), for messages and the
+    spool."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}" if user else host))
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = parts.username or ""
+        parts = parts._replace(netloc=f"{user}@{host}" if user else host)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if any(key == "password" for key, _ in query):
+        parts = parts._replace(query=urlencode([(k, v) for k, v in query if k != "password"]))
+    return urlunsplit(parts)
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords a URL carries (in the user part, in the query), as written and decoded."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
+
+    parts = urlsplit(url)
+    found = [parts.password or ""]
+    found += [value for key, value in parse_qsl(parts.query) if key == "password"]
+    return [form for value in found for form in (value, unquote(value))]
 
 
 def lock_key(job: str) -> int:
@@ -246,9 +260,15 @@ class PostgresLedger:
     def record_kept(
         self, start: RunStart, status: str, reason: str, finished_at: datetime, exit_code: int
     ) -> None:
-        """A row kept in the spool: written now (the spool's replay)."""
-        row = self._row(start, status, reason, finished_at=iso(finished_at), exit_code=exit_code)
-        sql, values = self._insert(row)
+        """A row kept in the spool: written now (the spool's replay), once, even when two
+        invocations of the host replay the same file at the same time: it is keyed by the
+        invocation that kept it."""
+        identity = f"{start.host}|{start.pid}|{start.job}|{start.started_at.isoformat()}"
+        source = "kept:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
+        row = self._row(
+            start, status, reason, finished_at=iso(finished_at), exit_code=exit_code, source=source
+        )
+        sql, values = self._insert(row, "ON CONFLICT (source) WHERE source IS NOT NULL DO NOTHING")
         self._guard(lambda db: db.execute(sql, values))
 
     def finish(self, run_id: int, finish: Finish) -> bool:
@@ -281,11 +301,22 @@ class PostgresLedger:
         """Rows of another ledger, each once (keyed by `source`); how many were new."""
         conflict = "ON CONFLICT (source) WHERE source IS NOT NULL DO NOTHING"
 
+        # Hosts that each had a ledger may both have run a slot: the second copy of the claim
+        # is kept as a run (in history and the totals) but no longer claims the slot.
+        claimed = (
+            "SELECT 1 FROM tasty_oneshot_runs WHERE job=%s AND agent_started=1 AND slot_utc=%s"
+            " AND source IS DISTINCT FROM %s LIMIT 1"
+        )
+
         def write(db: Any) -> int:
             added = 0
             with db.transaction():
                 for row in rows:
                     given = {c: row[c] for c in COLUMNS if row.get(c) is not None}
+                    if given.get("agent_started") and given.get("slot_utc"):
+                        key = (given["job"], given["slot_utc"], given.get("source"))
+                        if db.execute(claimed, key).fetchone() is not None:
+                            del given["slot_utc"]
                     sql, values = self._insert(given, conflict)
                     added += db.execute(sql, values).rowcount
             return added
@@ -358,7 +389,8 @@ class PostgresLedger:
                 (int(r["classid"]) << 32) | int(r["objid"])
                 for r in db.execute(
                     "SELECT classid, objid FROM pg_locks WHERE locktype='advisory'"
-                    " AND objsubid=1 AND granted"
+                    " AND objsubid=1 AND granted AND database ="
+                    " (SELECT oid FROM pg_database WHERE datname = current_database())"
                 ).fetchall()
             }
         )
