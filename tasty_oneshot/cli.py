@@ -359,6 +359,7 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
                     env_file=args.env_file,
                     scheduled=args.scheduled,
                     options=_job_options(args),
+                    command=(sys.executable, *sys.orig_argv[1:]) if argv is None else (),
                 )
             )
         if args.command == "generate-units":

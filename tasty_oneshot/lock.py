@@ -39,6 +39,17 @@ class JobLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    @classmethod
+    def adopted(cls, state_dir: Path, job_name: str, fd: int) -> "JobLock":
+        """The lock this process already holds on `fd` (kept across an exec)."""
+        lock = cls(state_dir, job_name)
+        lock._fd = fd
+        return lock
+
+    @property
+    def fd(self) -> int | None:
+        return self._fd
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock

@@ -73,6 +73,9 @@ class RunRequest(NamedTuple):
     env_file: str | None = None
     scheduled: bool = False
     options: dict[str, Any] = {}  # noqa: RUF012 (read, never mutated)
+    # The command line that runs this invocation again, to resume it after a wait for a
+    # place outside Python (empty: the run waits in this process).
+    command: tuple[str, ...] = ()
 
 
 class Outcome(NamedTuple):
@@ -167,8 +170,11 @@ def run(request: RunRequest) -> int:
         defaults = jobs_file.defaults if jobs_file else {}
         url = ledger_url(defaults.get("ledger"))
         max_parallel = places.configured(defaults.get("max_parallel"))
+        resumed = places.resumed(state, job.name)
+        if resumed is not None:  # the same run, after its wait for a place
+            started_at, started = resumed.started_at, resumed.started
         invocation = Invocation(job, request, state, url, started_at, started + job.timeout)
-        invocation.max_parallel = max_parallel
+        invocation.max_parallel, invocation.resumed = max_parallel, resumed
         try:
             return _slot_lock_market_agent(invocation)
         except (KeyboardInterrupt, Interrupted) as exc:
@@ -185,6 +191,8 @@ def run(request: RunRequest) -> int:
 def _slot_lock_market_agent(run: "Invocation") -> int:
     """Each step may end the run: the slot guard, the lock, the market, then the agent."""
     job = run.job
+    if run.resumed is not None:
+        return _after_the_wait(run, run.resumed)
     if run.request.scheduled:
         check = check_slot(job.schedule, run.started_at, job.max_delay)
         if check.skip_reason:
@@ -198,7 +206,7 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         if verdict is not None and not verdict.open:
             return run.record(Outcome("skipped", verdict.describe(), EXIT_OK, ping="success"))
 
-    lock = run.ledger.job_lock(job.name)
+    lock = run.lock = run.ledger.job_lock(job.name)
     try:
         lock.acquire()
     except JobLocked:
@@ -214,6 +222,31 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         import asyncio  # here, not at the top: a skip must stay light
 
         return run.record(asyncio.run(_stoppable(run, verdict)))
+    finally:
+        lock.release()
+
+
+def _after_the_wait(run: "Invocation", resumed: places.Resumed) -> int:
+    """The run resumed after waiting for a place outside Python: its slot, its lock and the
+    market were settled before the wait; what remains is the place, then the agent."""
+    from tasty_oneshot.lock import JobLock
+
+    run.slot = resumed.slot
+    lock = JobLock.adopted(run.state, run.job.name, resumed.lock_fd)
+    try:
+        if resumed.place is None:
+            if resumed.signal is not None:
+                sig = signal.Signals[resumed.signal]
+                reason = f"stopped by {sig.name} before the agent started"
+                return run.record(Outcome("interrupted", reason, STOP_SIGNALS[sig]))
+            log.info("gave up waiting for a place after %.1fs", resumed.waited)
+            reason = places.busy_reason(resumed.places, resumed.waited)
+            return run.record(Outcome("skipped", reason, EXIT_LOCKED, ping="log"))
+        log.info("got place %d after waiting %.1fs", resumed.place.index, resumed.waited)
+        run.place = resumed.place
+        import asyncio
+
+        return run.record(asyncio.run(_stoppable(run, None)))
     finally:
         lock.release()
 
@@ -243,6 +276,11 @@ class Invocation:
         self.notes: list[str] = []  # what became of the agent's own notify calls
         self.exit_code: int | None = None  # set once the outcome is recorded
         self.max_parallel: int | None = None  # the host-wide cap on running agents, if any
+        self.resumed: places.Resumed | None = None  # after a wait for a place outside Python
+        self.lock: Any = None  # the job's lock, once taken
+        # The place, once taken: held until the process ends (not released when the agent
+        # is done, so that a run that still holds pydantic-ai's memory keeps its place).
+        self.place: places.Place | None = None
         self.pinger = None
         if job.ping:
             from tasty_oneshot.ping import Pinger
@@ -465,19 +503,37 @@ async def _market_then_agent(run: Invocation, verdict: Verdict | None) -> Outcom
     # imports pydantic-ai (in a thread, so a timeout or a signal still stops the run).
     if time.monotonic() >= run.deadline:  # a blocking step (the calendar) used up the time
         return Outcome("timeout", f"passed its timeout of {job.timeout:g}s", EXIT_TIMEOUT)
-    place = None
-    if run.max_parallel is not None:
+    if run.max_parallel is not None and run.place is None:
         try:
-            place = await places.take_place(
-                run.state, run.max_parallel, run.market_time, run.give_up_waiting_at()
-            )
+            run.place = await _take_place(run, run.max_parallel)
         except places.Busy as exc:
             return Outcome("skipped", str(exc), EXIT_LOCKED, ping="log")
-    try:
-        return await _agent(run)
-    finally:
-        if place is not None:
-            place.release()
+    return await _agent(run)
+
+
+async def _take_place(run: Invocation, count: int) -> places.Place:
+    """A place among `count`: at once, or after a wait in fire-time order. The CLI waits
+    outside Python (see places); a run whose job lock is a PostgreSQL connection's, or one
+    called in-process, waits here."""
+    place = places.try_places(run.state, count)
+    if place is not None:
+        return place
+    give_up_at = run.give_up_waiting_at()
+    lock_fd = getattr(run.lock, "fd", None)
+    if run.request.command and isinstance(lock_fd, int) and places.can_wait_outside():
+        facts = {
+            "slot": run.slot.isoformat() if run.slot else None,
+            "started_at": run.started_at.isoformat(),
+            "started": run.deadline - run.job.timeout,
+        }
+        command = list(run.request.command)
+        try:
+            places.wait_outside(
+                run.state, count, run.market_time, give_up_at, lock_fd, facts, command
+            )
+        except OSError as exc:
+            log.warning("could not wait outside Python (%s): waiting here", exc.strerror)
+    return await places.take_place(run.state, count, run.market_time, give_up_at)
 
 
 async def _agent(run: "Invocation") -> Outcome:

@@ -3,7 +3,7 @@
     python fake_tasty_agent.py RECORD_FILE [--hang TOOL] [--wait-for FILE] [--crash]
         [--print-env] [--bad-stdout binary|text] [--ignore-sigterm] [--extra-tools]
 
-Each line of RECORD_FILE is JSON: first {"event": "start", "pid", "env"} (the names of the
+Each line of RECORD_FILE is JSON: first {"event": "start", "pid", "ppid", "env"} (the names of the
 environment variables it was given), then {"event": "call", "tool", "args"} per tool call.
 --hang TOOL makes that tool sleep forever (for timeout and signal tests); --wait-for FILE makes
 every tool call wait until FILE exists (a test does something mid-run, then lets it finish);
@@ -56,7 +56,15 @@ if options.ignore_sigterm:
 if options.print_env:
     for key, value in sorted(os.environ.items()):
         print(f"{key}={value}", file=sys.stderr, flush=True)
-record({"event": "start", "pid": os.getpid(), "env": sorted(os.environ), "time": time.time()})
+record(
+    {
+        "event": "start",
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "env": sorted(os.environ),
+        "time": time.time(),
+    }
+)
 app = FastMCP("TastyTrade")
 
 

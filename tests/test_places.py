@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,24 @@ def start(ws, *args: str, at: str | None = None) -> subprocess.Popen:
     )  # fmt: skip
 
 
+@contextmanager
+def the_only_place_held(ws, waiter: str = ""):
+    """Jobs `holder` and `waiter` (`waiter`: its schedule lines) under `max_parallel: 1`,
+    with `holder` running and stuck in a tool call (so it holds the only place) meanwhile."""
+    jobs = {
+        "holder": server_block(ws.root / "holder.jsonl", "--hang", "account_overview"),
+        "waiter": waiter + server_block(ws.root / "waiter.jsonl"),
+    }
+    write_jobs(ws, jobs, top="max_parallel: 1\n")
+    holder = start(ws, "run", "--job", "holder", "--ignore-market-hours")
+    try:
+        wait_for(lambda: any(e["event"] == "call" for e in records(ws, "holder")), "holder")
+        yield
+    finally:
+        os.killpg(holder.pid, signal.SIGTERM)
+        holder.communicate(timeout=60)
+
+
 class TicketOrder:
     """Watches the queue of waiting runs and notes the order in which tickets leave it: a
     waiter removes its ticket once it has a place, so that is the order places were given."""
@@ -58,6 +77,7 @@ class TicketOrder:
         present: set[str] = set()
         while not self.stop.is_set():
             now = set(os.listdir(self.queue)) if self.queue.is_dir() else set()
+            now = {name for name in now if not name.startswith(".")}  # not yet in the queue
             gone = sorted(present - now)
             if len(gone) > 1:
                 self.left.append(None)  # two in one look: their order is not known
@@ -142,19 +162,8 @@ def test_at_most_max_parallel_servers_run_and_waiters_go_in_fire_time_order(ws):
 
 
 def test_a_waiter_gives_up_as_busy_when_its_slot_passes_and_status_counts_it_missed(ws):
-    jobs = {
-        "holder": server_block(ws.root / "holder.jsonl", "--hang", "account_overview"),
-        "waiter": '    schedule: "9:30am"\n    daily: true\n    max_delay: 4\n'
-        + server_block(ws.root / "waiter.jsonl"),
-    }
-    write_jobs(ws, jobs, top="max_parallel: 1\n")
-    holder = start(ws, "run", "--job", "holder", "--ignore-market-hours")
-    try:
-        wait_for(lambda: any(e["event"] == "call" for e in records(ws, "holder")), "holder")
+    with the_only_place_held(ws, '    schedule: "9:30am"\n    daily: true\n    max_delay: 4\n'):
         waiter = ws.cli("run", "--job", "waiter", "--scheduled", at="2026-11-30 14:30:01")
-    finally:
-        os.killpg(holder.pid, signal.SIGTERM)
-        holder.communicate(timeout=60)
     assert waiter.returncode == 75, waiter.stderr
     assert "waiting for one of 1 places" in waiter.stderr
     assert "gave up waiting" in waiter.stderr
@@ -219,3 +228,76 @@ def test_a_bad_max_parallel_in_the_environment_is_one_line_and_exit_2(ws, value)
     result = ws.cli("run", "--job", "check", "--ignore-market-hours")
     assert result.returncode == 2
     assert "TASTY_ONESHOT_MAX_PARALLEL" in result.stderr.strip().splitlines()[-1]
+
+
+def run_pid(proc: subprocess.Popen) -> int:
+    """The run's own process: `proc`, or the child that faketime started and waits for."""
+    if "faketime" not in os.readlink(f"/proc/{proc.pid}/exe"):
+        return proc.pid
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    wait_for(lambda: children.read_text().split(), "faketime's child", proc=proc)
+    [child] = children.read_text().split()
+    return int(child)
+
+
+def waiting_in_the_shell(ws, proc: subprocess.Popen) -> int:
+    """Wait until the run `proc` waits for a place: its ticket is in the queue, and the
+    process has become the shell loop (the same pid, no Python); that pid."""
+    queue = ws.state / "places" / "queue"
+    wait_for(
+        lambda: queue.is_dir() and [n for n in os.listdir(queue) if not n.startswith(".")],
+        "the waiter's ticket",
+        proc=proc,
+    )
+    pid = run_pid(proc)
+    wait_for(lambda: "python" not in os.readlink(f"/proc/{pid}/exe"), "the shell", proc=proc)
+    return pid
+
+
+def test_a_waiting_run_holds_no_python_and_resumes_as_the_same_run(ws):
+    with the_only_place_held(ws):
+        waiter = start(ws, "run", "--job", "waiter", "--ignore-market-hours", "--timeout", "120")
+        assert waiting_in_the_shell(ws, waiter) == waiter.pid
+        with open(f"/proc/{waiter.pid}/status") as f:
+            rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        assert rss_kb < 8 * 1024, f"a waiting run takes {rss_kb} kB"
+        # It still holds its job's lock: a second run of it is refused, not queued.
+        again = ws.cli("run", "--job", "waiter", "--ignore-market-hours")
+        assert again.returncode == 75, again.stderr
+        assert records(ws, "waiter") == []  # no server while it waits
+    out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0, err
+    assert out.strip() and "got place 0 after waiting" in err
+    assert err.count("waiting for one of 1 places") == 1
+    assert {r["status"] for r in ws.history("--job", "waiter")} == {"ok", "locked"}
+    [server] = [e for e in records(ws, "waiter") if e["event"] == "start"]
+    assert server["ppid"] == waiter.pid  # the same process ran the agent
+    assert os.listdir(ws.state / "places" / "queue") == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_a_waiting_run_is_recorded_as_interrupted_at_once(ws, sig):
+    with the_only_place_held(ws, '    schedule: "9:30am"\n    daily: true\n    max_delay: 600\n'):
+        waiter = start(ws, "run", "--job", "waiter", "--scheduled", at="2026-11-30 14:30:01")
+        pid = waiting_in_the_shell(ws, waiter)
+        os.kill(pid, sig)  # the run alone, as `systemctl stop` or a closed ssh would
+        _out, err = waiter.communicate(timeout=60)
+    assert waiter.returncode == 128 + sig, err
+    [row] = ws.history("--job", "waiter")
+    assert row["status"] == "interrupted", row
+    assert row["reason"] == f"stopped by {sig.name} before the agent started"
+    assert row["slot"] == "2026-11-30T09:30:00-05:00"
+    assert records(ws, "waiter") == []
+    assert os.listdir(ws.state / "places" / "queue") == []
+
+
+def test_a_wait_this_process_did_not_begin_is_one_line_and_exit_2(ws):
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    facts = {"slot": None, "started_at": "2026-11-30T09:30:00-05:00", "started": 0.0}
+    ws.env["TASTY_ONESHOT_WAITING"] = json.dumps({**facts, "waited_from": 0.0, "places": 1})
+    ws.env["TASTY_ONESHOT_WAIT_END"] = "place 0"
+    result = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "TASTY_ONESHOT_WAITING" in line and "not a wait" in line
+    assert records(ws, "check") == [] and ws.history() == []
