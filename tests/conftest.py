@@ -168,9 +168,10 @@ def stub(ws, tmp_path):
 
 
 class Receiver:
-    """An HTTP server in a thread that records each POST; `hang` makes it never answer."""
+    """An HTTP server in a thread that records each POST; `hang` makes it never answer (a
+    string: never answer a POST whose body contains it)."""
 
-    def __init__(self, hang: bool = False) -> None:
+    def __init__(self, hang: bool | str = False) -> None:
         self.posts: list[dict] = []
         self.release = threading.Event()
         receiver = self
@@ -181,7 +182,7 @@ class Receiver:
                 receiver.posts.append(
                     {"path": self.path, "body": body.decode(), "at": time.monotonic()}
                 )
-                if hang:
+                if hang is True or (isinstance(hang, str) and hang in body.decode()):
                     receiver.release.wait(60)
                     return
                 self.send_response(200)
@@ -210,7 +211,7 @@ class Receiver:
 def receiver():
     made: list[Receiver] = []
 
-    def make(hang: bool = False) -> Receiver:
+    def make(hang: bool | str = False) -> Receiver:
         made.append(Receiver(hang))
         return made[-1]
 

@@ -301,3 +301,30 @@ def test_a_wait_this_process_did_not_begin_is_one_line_and_exit_2(ws):
     [line] = result.stderr.strip().splitlines()
     assert "TASTY_ONESHOT_WAITING" in line and "not a wait" in line
     assert records(ws, "check") == [] and ws.history() == []
+
+
+def flock_holders(path: Path) -> set[int]:
+    """The pids that hold a flock on `path`, from /proc/locks."""
+    info = os.stat(path)
+    key = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    with open("/proc/locks") as locks:
+        fields = [line.split() for line in locks]
+    return {int(f[4]) for f in fields if len(f) > 5 and f[1] == "FLOCK" and f[5] == key}
+
+
+def test_a_place_is_held_until_the_run_ends_not_only_until_its_agent_is_done(ws, receiver):
+    # A run recording its outcome still holds pydantic-ai's memory: its place stays taken.
+    outcome = "tasty-oneshot check: output"  # the alert's title (not the agent's own alerts)
+    alerts = receiver(hang=outcome)
+    job = server_block(ws.root / "check.jsonl")
+    job += f'    notify: ["{alerts.url()}"]\n    notify_on: [output]\n'
+    write_jobs(ws, {"check": job}, top="max_parallel: 1\n")
+    run = start(ws, "run", "--job", "check", "--ignore-market-hours")
+    try:
+        sent = lambda: any(outcome in post["body"] for post in alerts.posts)  # noqa: E731
+        wait_for(sent, "the alert, sent after the agent finished", proc=run)
+        assert flock_holders(ws.state / "places" / "0.lock") == {run.pid}
+    finally:
+        alerts.release.set()
+        _out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err

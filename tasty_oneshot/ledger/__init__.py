@@ -101,6 +101,62 @@ class Ledger(Protocol):
 LEDGER_ENV = "TASTY_ONESHOT_LEDGER"
 
 
+def start_columns(start: RunStart, status: str, reason: str, **extra: Any) -> dict[str, Any]:
+    """A new row's columns (masked), for either ledger; `agent=1` marks a claim."""
+    from tasty_oneshot.secrets import redact
+
+    return {
+        "job": start.job,
+        "status": status,
+        "reason": redact(reason),
+        "slot": iso(start.slot),
+        "slot_utc": utc(start.slot) if start.slot else None,
+        "agent_started": extra.pop("agent", 0),
+        "started_at": iso(start.started_at),
+        "started_utc": utc(start.started_at),
+        "model": start.model,
+        "trading": start.trading,
+        "scheduled": int(start.scheduled),
+        "pid": start.pid,
+        "host": start.host,
+        **extra,
+    }
+
+
+# The columns an outcome sets, in the order of finish_values, for either ledger's UPDATE.
+FINISH_COLUMNS = (
+    "status",
+    "reason",
+    "finished_at",
+    "exit_code",
+    "output",
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "tool_calls",
+    "cost",
+)
+
+
+def finish_values(finish: Finish) -> tuple[Any, ...]:
+    """An outcome's values (masked), in the order of FINISH_COLUMNS."""
+    from tasty_oneshot.secrets import redact
+
+    usage = finish.usage
+    return (
+        finish.status,
+        redact(finish.reason),
+        iso(finish.finished_at),
+        finish.exit_code,
+        redact(finish.output),
+        usage.requests,
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.tool_calls,
+        finish.cost,
+    )
+
+
 def ledger_url(configured: str | None = None) -> str | None:
     """The PostgreSQL ledger's URL: $TASTY_ONESHOT_LEDGER, else the jobs file's `ledger`;
     None for the SQLite ledger in the state directory."""

@@ -21,7 +21,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tasty_oneshot.errors import StateFault, one_line
-from tasty_oneshot.ledger import Finish, RunStart, StatusFacts, iso, row_json, utc
+from tasty_oneshot.ledger import (
+    FINISH_COLUMNS,
+    Finish,
+    RunStart,
+    StatusFacts,
+    finish_values,
+    iso,
+    row_json,
+    start_columns,
+    utc,
+)
 from tasty_oneshot.lock import JobLocked
 from tasty_oneshot.secrets import redact
 
@@ -220,7 +230,9 @@ class PostgresLedger:
             "ON CONFLICT (job, slot_utc) WHERE agent_started = 1 AND slot_utc IS NOT NULL"
             " DO NOTHING"
         )
-        sql, values = self._insert(self._row(start, "running", "agent started", agent=1), conflict)
+        sql, values = self._insert(
+            start_columns(start, "running", "agent started", agent=1), conflict
+        )
         row = self._guard(lambda db: db.execute(sql, values).fetchone())
         return None if row is None else int(row["id"])
 
@@ -253,7 +265,9 @@ class PostgresLedger:
 
             keep_row(self.state, self.where, start, status, reason, finished_at, exit_code)
             return 0
-        row = self._row(start, status, reason, finished_at=iso(finished_at), exit_code=exit_code)
+        row = start_columns(
+            start, status, reason, finished_at=iso(finished_at), exit_code=exit_code
+        )
         sql, values = self._insert(row)
         return int(self._guard(lambda db: db.execute(sql, values).fetchone())["id"])
 
@@ -265,32 +279,19 @@ class PostgresLedger:
         invocation that kept it."""
         identity = f"{start.host}|{start.pid}|{start.job}|{start.started_at.isoformat()}"
         source = "kept:" + hashlib.sha256(identity.encode()).hexdigest()[:32]
-        row = self._row(
+        row = start_columns(
             start, status, reason, finished_at=iso(finished_at), exit_code=exit_code, source=source
         )
         sql, values = self._insert(row, "ON CONFLICT (source) WHERE source IS NOT NULL DO NOTHING")
         self._guard(lambda db: db.execute(sql, values))
 
     def finish(self, run_id: int, finish: Finish) -> bool:
+        assignments = ", ".join(f"{column}=%s" for column in FINISH_COLUMNS)
         sql = (
-            "UPDATE tasty_oneshot_runs SET status=%s, reason=%s, finished_at=%s, exit_code=%s,"
-            " output=%s, requests=%s, input_tokens=%s, output_tokens=%s, tool_calls=%s, cost=%s"
+            f"UPDATE tasty_oneshot_runs SET {assignments}"
             " WHERE id=%s AND status IN ('running', 'abandoned')"
         )
-        usage = finish.usage
-        values = (
-            finish.status,
-            redact(finish.reason),
-            iso(finish.finished_at),
-            finish.exit_code,
-            redact(finish.output),
-            usage.requests,
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.tool_calls,
-            finish.cost,
-            run_id,
-        )
+        values = (*finish_values(finish), run_id)
         return int(self._guard(lambda db: db.execute(sql, values).rowcount)) == 1
 
     def note_notify(self, run_id: int, text: str) -> None:
@@ -329,26 +330,6 @@ class PostgresLedger:
         names, marks = ", ".join(columns), ", ".join("%s" for _ in columns)
         sql = f"INSERT INTO tasty_oneshot_runs ({names}) VALUES ({marks}) {conflict} RETURNING id"
         return sql, list(columns.values())
-
-    @staticmethod
-    def _row(start: RunStart, status: str, reason: str, **extra: Any) -> dict[str, Any]:
-        columns: dict[str, Any] = {
-            "job": start.job,
-            "status": status,
-            "reason": redact(reason),
-            "slot": iso(start.slot),
-            "slot_utc": utc(start.slot) if start.slot else None,
-            "agent_started": extra.pop("agent", 0),
-            "started_at": iso(start.started_at),
-            "started_utc": utc(start.started_at),
-            "model": start.model,
-            "trading": start.trading,
-            "scheduled": int(start.scheduled),
-            "pid": start.pid,
-            "host": start.host,
-            **extra,
-        }
-        return columns
 
     # --- reading ---------------------------------------------------------------------------
 

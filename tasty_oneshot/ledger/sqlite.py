@@ -15,7 +15,17 @@ from typing import Any, TypeVar
 
 from tasty_oneshot import paths
 from tasty_oneshot.errors import StateFault
-from tasty_oneshot.ledger import Finish, RunStart, StatusFacts, iso, row_json, utc
+from tasty_oneshot.ledger import (
+    FINISH_COLUMNS,
+    Finish,
+    RunStart,
+    StatusFacts,
+    finish_values,
+    iso,
+    row_json,
+    start_columns,
+    utc,
+)
 from tasty_oneshot.lock import JobLock, is_held, lock_path
 from tasty_oneshot.secrets import redact
 
@@ -211,25 +221,9 @@ class SqliteLedger:
 
     def finish(self, run_id: int, finish: Finish) -> bool:
         """The outcome of a claimed run; False when that row is no longer `running`."""
-        sql = (
-            "UPDATE runs SET status=?, reason=?, finished_at=?, exit_code=?, output=?,"
-            " requests=?, input_tokens=?, output_tokens=?, tool_calls=?, cost=?"
-            " WHERE id=? AND status IN ('running', 'abandoned')"
-        )
-        usage = finish.usage
-        values = (
-            finish.status,
-            redact(finish.reason),
-            iso(finish.finished_at),
-            finish.exit_code,
-            redact(finish.output),
-            usage.requests,
-            usage.input_tokens,
-            usage.output_tokens,
-            usage.tool_calls,
-            finish.cost,
-            run_id,
-        )
+        assignments = ", ".join(f"{column}=?" for column in FINISH_COLUMNS)
+        sql = f"UPDATE runs SET {assignments} WHERE id=? AND status IN ('running', 'abandoned')"
+        values = (*finish_values(finish), run_id)
         return self._guard(lambda: self.db.execute(sql, values).rowcount) == 1
 
     def note_notify(self, run_id: int, text: str) -> None:
@@ -238,22 +232,7 @@ class SqliteLedger:
         self._guard(lambda: self.db.execute(sql, (redact(text), run_id)))
 
     def _insert(self, start: RunStart, status: str, reason: str, **extra: Any) -> int:
-        columns = {
-            "job": start.job,
-            "status": status,
-            "reason": redact(reason),
-            "slot": iso(start.slot),
-            "slot_utc": utc(start.slot) if start.slot else None,
-            "agent_started": extra.pop("agent", 0),
-            "started_at": iso(start.started_at),
-            "started_utc": utc(start.started_at),
-            "model": start.model,
-            "trading": start.trading,
-            "scheduled": int(start.scheduled),
-            "pid": start.pid,
-            "host": start.host,
-            **extra,
-        }
+        columns = start_columns(start, status, reason, **extra)
         names, marks = ", ".join(columns), ", ".join("?" for _ in columns)
         sql = f"INSERT INTO runs ({names}) VALUES ({marks})"
         cursor = self.db.execute(sql, list(columns.values()))
