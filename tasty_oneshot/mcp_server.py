@@ -12,7 +12,6 @@ of leaving a request waiting until the timeout. The server's stderr goes to its 
 
 import contextlib
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -53,6 +52,8 @@ def server_command(command: str) -> str:
     beside = Path(sys.executable).parent / command
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
+    import shutil  # not for the usual command, found beside tasty-oneshot
+
     found = shutil.which(command)
     if not found:
         raise UsageError(

@@ -21,7 +21,6 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -225,6 +224,8 @@ class Resumed(NamedTuple):
 
 def can_wait_outside() -> bool:
     """Whether the wait can be left to the shell loop: /bin/sh, and flock(1) on the PATH."""
+    import shutil  # only a run that waits gets here
+
     return os.access("/bin/sh", os.X_OK) and shutil.which("flock") is not None
 
 
