@@ -1,3 +1,14 @@
 """Run a TastyTrade LLM agent once per OS timer firing."""
 
+import os as _os
+
 __version__ = "0.1.0"
+
+# A run resumed after waiting for a place (see places.py) may be stopped while it starts
+# again: from the first moment, a stop is remembered here, and recorded once the run can.
+early_signals: list[int] = []
+if "TASTY_ONESHOT_WAITING" in _os.environ:
+    import signal as _signal
+
+    for _sig in (_signal.SIGTERM, _signal.SIGHUP, _signal.SIGINT):
+        _signal.signal(_sig, lambda signum, frame: early_signals.append(signum))

@@ -155,21 +155,23 @@ WAITING_ENV = "TASTY_ONESHOT_WAITING"  # what the run knew before it began to wa
 WAIT_END_ENV = "TASTY_ONESHOT_WAIT_END"  # how the wait ended: "place N", "busy", "signal NAME"
 LOCK_FD, TICKET_FD, PLACE_FD = 7, 8, 9  # where the job's lock, the ticket and the place are
 
-# $1 places directory, $2 places, $3 ticket, $4 give up at (µs since the epoch), then the
-# command that resumes the run. The first live ticket tries the places every 0.1 s; every
+# $1 places directory, $2 places, $3 ticket, $4 give up at (/proc/uptime, centiseconds), then
+# the command that resumes the run. The first live ticket tries the places every 0.1 s; every
 # later one sleeps in flock(1) on the first's ticket until it is gone (it got a place or died).
-# Waits run in the background with `wait`, so that a signal ends them at once.
+# Waits run in the background with `wait`, so that a signal ends them at once; they hold none
+# of the run's descriptors (the job's lock, the ticket, stdout), so none outlives the run.
 WAITER = r"""
 umask 077
 dir=$1 n=$2 ticket=$3 until=$4
 shift 4
 stop= end= bg=
-trap 'stop=TERM' TERM
-trap 'stop=HUP' HUP
-trap 'stop=INT' INT
-while :; do
-    if [ -n "$stop" ]; then end="signal SIG$stop"; break; fi
-    now=$(date +%s%6N)
+halt() { stop=$1; if [ -n "$bg" ]; then kill "$bg" 2>/dev/null; fi; }
+trap 'halt TERM' TERM
+trap 'halt HUP' HUP
+trap 'halt INT' INT
+while [ -z "$stop" ]; do
+    read -r up _ </proc/uptime
+    now=${up%.*}${up#*.}
     if [ "$now" -ge "$until" ]; then end=busy; break; fi
     first=
     for t in "$dir"/queue/[0-9]*; do
@@ -181,25 +183,29 @@ while :; do
         first=$t
         break
     done
-    if [ "$first" = "$ticket" ]; then
+    if [ -z "$first" ] || [ "$first" = "$ticket" ]; then
         i=0
         while [ "$i" -lt "$n" ]; do
-            exec 9<>"$dir/$i.lock"
-            if flock -n 9; then end="place $i"; break 2; fi
-            exec 9<&-
+            if { command exec 9<>"$dir/$i.lock"; } 2>/dev/null; then
+                if flock -n 9; then end="place $i"; break 2; fi
+                exec 9<&-
+            fi
             i=$((i + 1))
         done
-        sleep 0.1 &
+        sleep 0.1 </dev/null >/dev/null 2>&1 7<&- 8<&- &
     else
         left=$((until - now))
-        { flock -w "$((left / 1000000)).$(printf %06d $((left % 1000000)))" 9; } \
-            2>/dev/null 9<"$first" &
+        cs=$((left % 100))
+        if [ "$cs" -lt 10 ]; then cs=0$cs; fi
+        { flock -w "$((left / 100)).$cs" 9; } </dev/null >/dev/null 2>&1 7<&- 8<&- 9<"$first" &
     fi
     bg=$!
+    if [ -n "$stop" ]; then kill "$bg" 2>/dev/null; fi
     wait "$bg"
     bg=
 done
-if [ -n "$bg" ]; then kill "$bg" 2>/dev/null; fi
+wait
+if [ -n "$stop" ]; then end="signal SIG$stop"; exec 9<&-; fi
 rm -f -- "$ticket"
 exec 8<&-
 TASTY_ONESHOT_WAIT_END=$end
@@ -218,6 +224,7 @@ class Resumed(NamedTuple):
     started_at: datetime
     started: float  # monotonic, when the run began (before the wait)
     waited: float  # seconds
+    give_up_at: float  # monotonic, as before the wait
     places: int
     lock_fd: int
 
@@ -238,31 +245,54 @@ def wait_outside(
     facts: Mapping[str, object],
     command: list[str],
 ) -> None:
-    """Take a ticket and replace this process with WAITER; never returns (OSError if the
-    exec itself fails, with nothing held but the ticket, which its closing frees)."""
+    """Take a ticket and replace this process with WAITER; never returns. If the exec itself
+    fails (OSError), the ticket is gone and every descriptor is as it was."""
     ticket, ticket_fd = _ticket(_directory(state), order)
     log.info("waiting for one of %d places (max_parallel): every one is taken", places)
     now = time.monotonic()
-    until = round((time.time() + give_up_at - now) * 1e6)
+    with open("/proc/uptime", "rb") as f:  # a clock the shell can read without a fork
+        uptime = float(f.read().split()[0])
+    until = round((uptime + give_up_at - now) * 100)
     env = dict(os.environ)
-    env[WAITING_ENV] = json.dumps({**facts, "waited_from": now, "places": places})
+    facts = {**facts, "waited_from": now, "give_up_at": give_up_at, "places": places}
+    env[WAITING_ENV] = json.dumps(facts)
     for handler in logging.getLogger().handlers + log.handlers:
         handler.flush()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Out of the way of 7 and 8 first: either may be the other's number today.
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in (lock_fd, ticket_fd)]
-    os.dup2(high[0], LOCK_FD)
-    os.dup2(high[1], TICKET_FD)
     directory = str(_directory(state))
     argv = ["sh", "-c", WAITER, "tasty-oneshot-wait", directory, str(places), str(ticket)]
     argv.append(str(until))
+    # What is at 7 and 8 now (asyncio's own descriptors, perhaps) is put back if exec fails.
+    wanted = {LOCK_FD: _dup_high(lock_fd), TICKET_FD: _dup_high(ticket_fd)}
+    saved = {fd: _dup_high(fd) for fd in wanted if _is_open(fd)}
+    for fd, source in wanted.items():
+        os.dup2(source, fd)
     try:
         os.execve("/bin/sh", argv + command, env)
-    finally:  # the exec failed: the ticket goes
-        os.unlink(ticket)
-        for fd in (*high, TICKET_FD, ticket_fd):
+    except OSError:
+        for fd in wanted:
+            if fd in saved:
+                os.dup2(saved[fd], fd, inheritable=False)
+            else:
+                os.close(fd)
+        raise
+    finally:  # reached only when the exec failed
+        ticket.unlink(missing_ok=True)
+        for fd in (*wanted.values(), *saved.values(), ticket_fd):
             os.close(fd)
+
+
+def _dup_high(fd: int) -> int:
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def resumed(state: Path, job: str) -> Resumed | None:
@@ -295,6 +325,7 @@ def resumed(state: Path, job: str) -> Resumed | None:
             started_at=datetime.fromisoformat(facts["started_at"]),
             started=float(facts["started"]),
             waited=time.monotonic() - float(facts["waited_from"]),
+            give_up_at=float(facts["give_up_at"]),
             places=int(facts["places"]),
             lock_fd=lock_fd,
         )

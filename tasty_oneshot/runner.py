@@ -166,6 +166,7 @@ def run(request: RunRequest) -> int:
     # Until the agent phase installs its own handlers, SIGTERM and SIGHUP stop the run here.
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGHUP, _raise_interrupted)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         defaults = jobs_file.defaults if jobs_file else {}
         url = ledger_url(defaults.get("ledger"))
@@ -229,14 +230,24 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
 def _after_the_wait(run: "Invocation", resumed: places.Resumed) -> int:
     """The run resumed after waiting for a place outside Python: its slot, its lock and the
     market were settled before the wait; what remains is the place, then the agent."""
+    import tasty_oneshot
     from tasty_oneshot.lock import JobLock
 
     run.slot = resumed.slot
     lock = JobLock.adopted(run.state, run.job.name, resumed.lock_fd)
+    stopped_by = resumed.signal
+    if tasty_oneshot.early_signals:  # while this process started again
+        stopped_by = signal.Signals(tasty_oneshot.early_signals[0]).name
     try:
-        if resumed.place is None:
-            if resumed.signal is not None:
-                sig = signal.Signals[resumed.signal]
+        if (
+            stopped_by is not None
+            or resumed.place is None
+            or time.monotonic() >= resumed.give_up_at
+        ):
+            if resumed.place is not None:
+                resumed.place.release()
+            if stopped_by is not None:
+                sig = signal.Signals[stopped_by]
                 reason = f"stopped by {sig.name} before the agent started"
                 return run.record(Outcome("interrupted", reason, STOP_SIGNALS[sig]))
             log.info("gave up waiting for a place after %.1fs", resumed.waited)
@@ -417,6 +428,8 @@ class Invocation:
     def close(self) -> None:
         if self.reservation is not None:
             self.reservation.discard()
+        if self.place is not None and not self.request.command:  # an in-process caller
+            self.place.release()  # (the CLI keeps its place until its process ends)
         self.ledger.close()
 
 
@@ -485,7 +498,7 @@ async def _stoppable(run: Invocation, verdict: Verdict | None) -> Outcome:
 
 async def _market_then_agent(run: Invocation, verdict: Verdict | None) -> Outcome:
     job = run.job
-    if not job.ignore_market_hours:
+    if not job.ignore_market_hours and run.resumed is None:  # resumed: judged before its wait
         if verdict is None:
             from tasty_oneshot.market import MarketCheckError, check_market
 
@@ -527,6 +540,12 @@ async def _take_place(run: Invocation, count: int) -> places.Place:
             "started": run.deadline - run.job.timeout,
         }
         command = list(run.request.command)
+        # A stop that already arrived is acted on here (the loop runs its handler at this
+        # await), never lost in the exec.
+        import asyncio
+
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
         try:
             places.wait_outside(
                 run.state, count, run.market_time, give_up_at, lock_fd, facts, command

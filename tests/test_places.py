@@ -19,6 +19,8 @@ import pytest
 from conftest import FAKE_SERVER
 from test_run_lifecycle import alive, assert_gone, wait_for
 
+from tasty_oneshot.lock import is_held
+
 
 def server_block(record: Path, *flags: str) -> str:
     args = json.dumps([str(FAKE_SERVER), str(record), *flags])
@@ -46,13 +48,15 @@ def start(ws, *args: str, at: str | None = None) -> subprocess.Popen:
 
 
 @contextmanager
-def the_only_place_held(ws, waiter: str = ""):
-    """Jobs `holder` and `waiter` (`waiter`: its schedule lines) under `max_parallel: 1`,
-    with `holder` running and stuck in a tool call (so it holds the only place) meanwhile."""
+def the_only_place_held(ws, waiter: str = "", others: tuple[str, ...] = ()):
+    """Jobs `holder`, `waiter` (`waiter`: its schedule lines) and `others` under
+    `max_parallel: 1`, with `holder` running and stuck in a tool call (so it holds the only
+    place) meanwhile."""
     jobs = {
         "holder": server_block(ws.root / "holder.jsonl", "--hang", "account_overview"),
         "waiter": waiter + server_block(ws.root / "waiter.jsonl"),
     }
+    jobs.update({name: server_block(ws.root / f"{name}.jsonl") for name in others})
     write_jobs(ws, jobs, top="max_parallel: 1\n")
     holder = start(ws, "run", "--job", "holder", "--ignore-market-hours")
     try:
@@ -240,15 +244,15 @@ def run_pid(proc: subprocess.Popen) -> int:
     return int(child)
 
 
-def waiting_in_the_shell(ws, proc: subprocess.Popen) -> int:
-    """Wait until the run `proc` waits for a place: its ticket is in the queue, and the
-    process has become the shell loop (the same pid, no Python); that pid."""
+def tickets(ws) -> list[str]:
     queue = ws.state / "places" / "queue"
-    wait_for(
-        lambda: queue.is_dir() and [n for n in os.listdir(queue) if not n.startswith(".")],
-        "the waiter's ticket",
-        proc=proc,
-    )
+    return [n for n in os.listdir(queue) if not n.startswith(".")] if queue.is_dir() else []
+
+
+def waiting_in_the_shell(ws, proc: subprocess.Popen, tickets_then: int = 1) -> int:
+    """Wait until the run `proc` waits for a place: `tickets_then` tickets are in the queue,
+    and the process has become the shell loop (the same pid, no Python); that pid."""
+    wait_for(lambda: len(tickets(ws)) >= tickets_then, "the waiter's ticket", proc=proc)
     pid = run_pid(proc)
     wait_for(lambda: "python" not in os.readlink(f"/proc/{pid}/exe"), "the shell", proc=proc)
     return pid
@@ -328,3 +332,23 @@ def test_a_place_is_held_until_the_run_ends_not_only_until_its_agent_is_done(ws,
         alerts.release.set()
         _out, err = run.communicate(timeout=60)
     assert run.returncode == 0, err
+
+
+def test_a_signal_to_a_run_queued_behind_another_leaves_nothing_behind(ws):
+    # The second waiter sleeps in flock(1) on the first's ticket; stopped, nothing of it may
+    # live on: not its job's lock (a later run of it would be `locked`), not its stdout.
+    with the_only_place_held(ws, others=("second",)):
+        first = start(ws, "run", "--job", "waiter", "--ignore-market-hours", "--timeout", "600")
+        waiting_in_the_shell(ws, first)
+        second = start(ws, "run", "--job", "second", "--ignore-market-hours", "--timeout", "600")
+        pid = waiting_in_the_shell(ws, second, tickets_then=2)
+        os.kill(pid, signal.SIGTERM)
+        _out, err = second.communicate(timeout=60)  # returns only once stdout is closed
+        assert second.returncode == 143, err
+        assert not is_held(ws.state / "locks" / "second.lock")
+        assert [r["status"] for r in ws.history("--job", "second")] == ["interrupted"]
+        assert tickets(ws) != [] and first.poll() is None  # the first still waits, in order
+        os.kill(run_pid(first), signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143
+    assert tickets(ws) == []

@@ -108,8 +108,11 @@ def test_a_timeout_used_up_before_the_agent_ends_124_and_leaves_the_slot_free(
 
     monkeypatch.setattr(market, "check_market", blocking_check)
     monkeypatch.setattr(runner, "now_nyc", lambda: datetime(2026, 11, 30, 9, 31, tzinfo=NYC))
+    spawned: list[object] = []  # the server is never spawned (its spawn is seen, not raced)
+    monkeypatch.setattr(runner, "_start_server", lambda run: spawned.append(run))
     code = runner.run(runner.RunRequest(job="check", scheduled=True))
     assert code == 124
+    assert spawned == []
     ledger = SqliteLedger(ws.state)
     try:
         [row] = ledger.runs()
@@ -234,3 +237,13 @@ def test_ctrl_c_while_the_arguments_are_parsed_exits_130_without_a_traceback(ws)
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
     assert json.loads(ws.cli("history", "--json").stdout) == []
+
+
+def test_in_process_runs_give_their_place_back(in_process):
+    # The CLI keeps its place until its process ends; a caller in this process must not
+    # find its own earlier run's place still taken (that would be `busy` after its wait).
+    ws = in_process
+    jobs_file(ws, "ignore_market_hours: true\ntimeout: 60", top="max_parallel: 1\n")
+    assert runner.run(runner.RunRequest(job="check")) == 0
+    assert runner.run(runner.RunRequest(job="check")) == 0
+    assert [row["status"] for row in ws.history()] == ["ok", "ok"]
