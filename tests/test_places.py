@@ -352,3 +352,55 @@ def test_a_signal_to_a_run_queued_behind_another_leaves_nothing_behind(ws):
         first.communicate(timeout=60)
     assert first.returncode == 143
     assert tickets(ws) == []
+
+
+def resume(ws, end: str, give_up_in: float) -> subprocess.CompletedProcess:
+    """Run `check` as the shell loop would resume it: the job's lock on descriptor 7 and
+    place 0 on 9 (taken by a wrapper that then execs the CLI), the wait's facts in the
+    environment (begun now, giving up `give_up_in` seconds from now), ended by `end`."""
+    now = time.monotonic()
+    facts = {
+        "slot": None,
+        "started_at": "2026-11-30T09:30:00-05:00",
+        "started": now,
+        "waited_from": now,
+        "give_up_at": now + give_up_in,
+        "places": 1,
+    }
+    env = dict(ws.env, TASTY_ONESHOT_WAITING=json.dumps(facts), TASTY_ONESHOT_WAIT_END=end)
+    take = 'umask 077; mkdir -p "$1" "$2"; exec 7<>"$1/check.lock" 9<>"$2/0.lock"; '
+    take += 'flock -n 7 && flock -n 9 && shift 2 && exec "$@"'
+    command = ["sh", "-c", take, "sh", str(ws.state / "locks"), str(ws.state / "places")]
+    return subprocess.run(
+        [*command, *ws.command("run", "--job", "check", "--ignore-market-hours")],
+        cwd=ws.root, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_resumed_run_whose_window_passed_meanwhile_gives_up_as_busy(ws):
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    result = resume(ws, "place 0", give_up_in=-1)  # the place came, but too late
+    assert result.returncode == 75, result.stderr
+    [row] = ws.history()
+    assert row["status"] == "skipped" and row["reason"].startswith("busy:"), row
+    assert records(ws, "check") == []
+
+
+def test_a_resumed_run_stopped_during_its_wait_is_recorded_as_interrupted(ws):
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    result = resume(ws, "signal SIGHUP", give_up_in=600)
+    assert result.returncode == 129, result.stderr
+    [row] = ws.history()
+    assert row["status"] == "interrupted", row
+    assert row["reason"] == "stopped by SIGHUP before the agent started"
+    assert row["started_at"] == "2026-11-30T09:30:00-05:00"  # the run's start, before its wait
+
+
+def test_a_resumed_run_with_its_place_runs_the_agent_and_keeps_its_start(ws):
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    result = resume(ws, "place 0", give_up_in=600)
+    assert result.returncode == 0, result.stderr
+    assert "got place 0 after waiting" in result.stderr
+    [row] = ws.history()
+    assert row["status"] == "ok" and row["started_at"] == "2026-11-30T09:30:00-05:00", row
+    assert records(ws, "check")[0]["event"] == "start"
