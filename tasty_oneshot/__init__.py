@@ -4,7 +4,7 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# A run resumed after waiting for a place (see places.py) may be stopped while it starts
+# A run resumed after waiting for a place (see waiter.py) may be stopped while it starts
 # again: from the first moment, a stop is remembered here, and recorded once the run can.
 early_signals: list[int] = []
 if "TASTY_ONESHOT_WAITING" in _os.environ:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from tasty_oneshot import paths, places, secrets
+from tasty_oneshot import paths, places, secrets, waiter
 from tasty_oneshot.agent import check_ready
 from tasty_oneshot.env_file import load_env_file
 from tasty_oneshot.errors import (
@@ -171,7 +171,7 @@ def run(request: RunRequest) -> int:
         defaults = jobs_file.defaults if jobs_file else {}
         url = ledger_url(defaults.get("ledger"))
         max_parallel = places.configured(defaults.get("max_parallel"))
-        resumed = places.resumed(state, job.name)
+        resumed = waiter.resumed(state, job.name)
         if resumed is not None:  # the same run, after its wait for a place
             started_at, started = resumed.started_at, resumed.started
         invocation = Invocation(job, request, state, url, started_at, started + job.timeout)
@@ -227,7 +227,7 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         lock.release()
 
 
-def _after_the_wait(run: "Invocation", resumed: places.Resumed) -> int:
+def _after_the_wait(run: "Invocation", resumed: waiter.Resumed) -> int:
     """The run resumed after waiting for a place outside Python: its slot, its lock and the
     market were settled before the wait; what remains is the place, then the agent."""
     import tasty_oneshot
@@ -287,7 +287,7 @@ class Invocation:
         self.notes: list[str] = []  # what became of the agent's own notify calls
         self.exit_code: int | None = None  # set once the outcome is recorded
         self.max_parallel: int | None = None  # the host-wide cap on running agents, if any
-        self.resumed: places.Resumed | None = None  # after a wait for a place outside Python
+        self.resumed: waiter.Resumed | None = None  # after a wait for a place outside Python
         self.lock: Any = None  # the job's lock, once taken
         # The place, once taken: held until the process ends (not released when the agent
         # is done, so that a run that still holds pydantic-ai's memory keeps its place).
@@ -533,7 +533,7 @@ async def _take_place(run: Invocation, count: int) -> places.Place:
         return place
     give_up_at = run.give_up_waiting_at()
     lock_fd = getattr(run.lock, "fd", None)
-    if run.request.command and isinstance(lock_fd, int) and places.can_wait_outside():
+    if run.request.command and isinstance(lock_fd, int) and waiter.can_wait_outside():
         facts = {
             "slot": run.slot.isoformat() if run.slot else None,
             "started_at": run.started_at.isoformat(),
@@ -547,7 +547,7 @@ async def _take_place(run: Invocation, count: int) -> places.Place:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         try:
-            places.wait_outside(
+            waiter.wait_outside(
                 run.state, count, run.market_time, give_up_at, lock_fd, facts, command
             )
         except OSError as exc:
