@@ -43,8 +43,13 @@ class Place:
 
 
 def try_places(state: Path, places: int) -> Place | None:
-    """A free place at once, if there is one (the common case: no waiting)."""
-    return _try_places(places_dir(state), places)
+    """A free place at once, if there is one and no run waits for one (the common case);
+    a run that finds others waiting queues behind those with earlier fire times."""
+    directory = places_dir(state)
+    queue = directory / "queue"
+    if queue.is_dir() and _first_live(queue) is not None:
+        return None
+    return _try_places(directory, places)
 
 
 async def take_place(state: Path, places: int, order: datetime, give_up_at: float) -> Place:
@@ -52,13 +57,15 @@ async def take_place(state: Path, places: int, order: datetime, give_up_at: floa
     earlier runs; Busy when none came free before the monotonic time `give_up_at`."""
     import asyncio  # a run that takes a place is past the skip path
 
-    directory = places_dir(state)
-    place = _try_places(directory, places)
+    place = try_places(state, places)
     if place is not None:
         return place
-    ticket, fd = take_ticket(directory, order)
+    ticket, fd = take_ticket(places_dir(state), order)
+    directory = ticket.parent.parent
     started = time.monotonic()
-    log.info("waiting for one of %d places (max_parallel): every one is taken", places)
+    log.info(
+        "waiting for one of %d places (max_parallel): taken, or promised to earlier runs", places
+    )
     try:
         while True:
             if _first_live(ticket.parent) == ticket.name:

@@ -121,7 +121,9 @@ def wait_outside(
     """Take a ticket and replace this process with WAITER; never returns. If the exec itself
     fails (OSError), the ticket is gone and every descriptor is as it was."""
     ticket, ticket_fd = take_ticket(places_dir(state), order)
-    log.info("waiting for one of %d places (max_parallel): every one is taken", places)
+    log.info(
+        "waiting for one of %d places (max_parallel): taken, or promised to earlier runs", places
+    )
     now = time.monotonic()
     with open("/proc/uptime", "rb") as f:  # a clock the shell can read without a fork
         uptime = float(f.read().split()[0])

@@ -5,6 +5,7 @@ when; `--wait-for GO` holds every tool call until the test creates GO, and `--ha
 one forever. New York is UTC-5: 9:30 NYC on Monday 2026-11-30 is 14:30 UTC.
 """
 
+import fcntl
 import json
 import os
 import signal
@@ -404,3 +405,25 @@ def test_a_resumed_run_with_its_place_runs_the_agent_and_keeps_its_start(ws):
     [row] = ws.history()
     assert row["status"] == "ok" and row["started_at"] == "2026-11-30T09:30:00-05:00", row
     assert records(ws, "check")[0]["event"] == "start"
+
+
+def test_a_new_run_queues_behind_a_waiting_one_even_when_a_place_is_free(ws):
+    # A run already waiting (its ticket held, an earlier fire time) is next for the place
+    # that just came free: a run arriving at that moment must not take it before it.
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    queue = ws.state / "places" / "queue"
+    queue.mkdir(mode=0o700, parents=True)
+    os.chmod(ws.state / "places", 0o700)
+    earlier = os.open(queue / f"{1:020d}-{1:010d}", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(earlier, fcntl.LOCK_EX)  # alive, and never taking its place
+        result = ws.cli("run", "--job", "check", "--ignore-market-hours", "--timeout", "4")
+    finally:
+        os.close(earlier)
+    assert result.returncode == 75, result.stderr
+    assert "waiting for one of 1 places" in result.stderr
+    assert records(ws, "check") == []
+    # Once the earlier run is gone, the place is free for the next run at once.
+    again = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    assert again.returncode == 0, again.stderr
+    assert "waiting" not in again.stderr
