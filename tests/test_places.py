@@ -256,7 +256,16 @@ def waiting_in_the_shell(ws, proc: subprocess.Popen, tickets_then: int = 1) -> i
     wait_for(lambda: len(tickets(ws)) >= tickets_then, "the waiter's ticket", proc=proc)
     pid = run_pid(proc)
     wait_for(lambda: "python" not in os.readlink(f"/proc/{pid}/exe"), "the shell", proc=proc)
+    wait_for(lambda: catches_stops(pid), "the shell's traps", proc=proc)
     return pid
+
+
+def catches_stops(pid: int) -> bool:
+    """Whether the process has handlers for SIGTERM, SIGHUP and SIGINT (the shell loop, once
+    its traps are set: a stop before that, in the shell's first instant, kills it)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return all(caught >> (sig - 1) & 1 for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT))
 
 
 def test_a_waiting_run_holds_no_python_and_resumes_as_the_same_run(ws):
