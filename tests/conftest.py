@@ -18,6 +18,20 @@ TESTS = Path(__file__).parent
 FAKE_SERVER = TESTS / "fake_tasty_agent.py"
 STUB = TESTS / "openai_stub.py"
 FAKETIME = shutil.which("faketime")
+# faketime's wrapper keeps a semaphore and a shared memory object named by its pid in
+# /dev/shm and leaves them behind when it is killed (as tests that stop runs do); a later
+# wrapper given the same pid (pid_max is small) then fails with "sem_open: File exists". So
+# each wrapper starts from a shell that removes what a dead process of its pid left, then
+# becomes the wrapper (exec keeps the pid).
+FAKETIME_CLEAN = 'rm -f /dev/shm/sem.faketime_sem_$$ /dev/shm/faketime_shm_$$; exec "$0" "$@"'
+
+
+def faketime(at: str) -> list[str]:
+    """The command prefix that runs a command with its clock starting at `at` (UTC)."""
+    if FAKETIME is None:
+        pytest.skip("faketime is not installed (apt-get install faketime)")
+    return ["sh", "-c", FAKETIME_CLEAN, FAKETIME, at]
+
 
 # Variables a test may set; everything else of the host's environment is left out, so a
 # developer's real credentials or config never leak into a test.
@@ -91,9 +105,7 @@ class Workspace:
     def command(self, *args: str, at: str | None = None) -> list[str]:
         cmd = [sys.executable, "-m", "tasty_oneshot", *args]
         if at is not None:
-            if FAKETIME is None:
-                pytest.skip("faketime is not installed (apt-get install faketime)")
-            cmd = [FAKETIME, at, *cmd]
+            cmd = [*faketime(at), *cmd]
         return cmd
 
     def history(self, *args: str) -> list[dict]:

@@ -50,7 +50,7 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import FAKETIME, clean_env
+from conftest import clean_env, faketime
 from croniter import croniter
 
 from tasty_oneshot.schedule import Schedule, check_slot, parse_time
@@ -370,11 +370,8 @@ def show(instants) -> str:
 
 
 def generate_command(*args: str, at: str = GENERATED_AT) -> list[str]:
-    if FAKETIME is None:
-        pytest.skip("faketime is not installed (apt-get install faketime)")
     return [
-        FAKETIME,
-        at,
+        *faketime(at),
         sys.executable,
         "-m",
         "tasty_oneshot",

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import FAKETIME
+from conftest import FAKETIME, faketime
 
 from tasty_oneshot import market, runner, secrets
 from tasty_oneshot.ledger.sqlite import SqliteLedger
@@ -191,7 +191,7 @@ def test_a_skip_from_the_cached_market_day_imports_nothing_heavy(ws):
     at = "2026-11-26 15:00:00"  # Thanksgiving
     first = ws.cli("run", "--job", "check", at=at)  # warms the market and jobs-file caches
     assert first.returncode == 0, first.stderr
-    command = [FAKETIME, at, sys.executable, "-X", "importtime", "-m", "tasty_oneshot"]
+    command = [*faketime(at), sys.executable, "-X", "importtime", "-m", "tasty_oneshot"]
     second = subprocess.run(
         [*command, "run", "--job", "check"],
         cwd=ws.root,
