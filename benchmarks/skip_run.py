@@ -168,7 +168,7 @@ def run_benchmarks(root: Path, runs: int, at: str) -> int:
     # A shell first removes what a killed faketime of the same pid left in /dev/shm (else
     # the wrapper fails with "sem_open: File exists"), then becomes the wrapper.
     clean = 'rm -f /dev/shm/sem.faketime_sem_$$ /dev/shm/faketime_shm_$$; exec "$0" "$@"'
-    wrap = ["sh", "-c", clean, FAKETIME, at] if FAKETIME else []
+    wrap = ["/bin/sh", "-c", clean, FAKETIME, at] if FAKETIME else []
     if not FAKETIME:
         notes.append("faketime not installed: the skip uses the real clock")
     clock = f"faketime {at!r} UTC" if FAKETIME else "real clock"
