@@ -157,6 +157,33 @@ def finish_values(finish: Finish) -> tuple[Any, ...]:
     )
 
 
+# Why a row shows as `abandoned`: seen from its lock (nobody holds it), or marked so by the
+# next run of the job (which holds it).
+ABANDONED_SHOWN = "abandoned: its process is gone and holds no lock"
+ABANDONED_MARKED = "abandoned: its process ended without recording an outcome (killed?)"
+
+
+def filters(job: str | None, since: datetime | None, mark: str) -> tuple[str, list[Any]]:
+    """The WHERE clause (with its parameters, `mark` their placeholder) for a job and a time."""
+    where, params = [], []
+    if job:
+        where.append(f"job = {mark}")
+        params.append(job)
+    if since:
+        where.append(f"started_utc >= {mark}")
+        params.append(utc(since))
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
+def totals_sql(table: str, where: str) -> str:
+    """Per job: runs, runs that started the agent, tokens, cost and how many were priced."""
+    return (
+        "SELECT job, COUNT(*) AS runs, SUM(agent_started) AS agent_runs,"
+        " SUM(input_tokens + output_tokens) AS tokens, SUM(cost) AS cost,"
+        f" COUNT(cost) AS priced FROM {table}{where} GROUP BY job ORDER BY job"
+    )
+
+
 def ledger_url(configured: str | None = None) -> str | None:
     """The PostgreSQL ledger's URL: $TASTY_ONESHOT_LEDGER, else the jobs file's `ledger`;
     None for the SQLite ledger in the state directory."""

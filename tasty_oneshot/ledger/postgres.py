@@ -22,14 +22,18 @@ from typing import Any, TypeVar
 
 from tasty_oneshot.errors import StateFault, one_line
 from tasty_oneshot.ledger import (
+    ABANDONED_MARKED,
+    ABANDONED_SHOWN,
     FINISH_COLUMNS,
     Finish,
     RunStart,
     StatusFacts,
+    filters,
     finish_values,
     iso,
     row_json,
     start_columns,
+    totals_sql,
     utc,
 )
 from tasty_oneshot.lock import JobLocked
@@ -250,7 +254,7 @@ class PostgresLedger:
             " AND status='running' AND NOT (pid IS NOT DISTINCT FROM %s"
             " AND host IS NOT DISTINCT FROM %s)"
         )
-        reason = "abandoned: its process ended without recording an outcome (killed?)"
+        reason = ABANDONED_MARKED
         return int(self._guard(lambda db: db.execute(sql, (reason, job, pid, host)).rowcount))
 
     # --- writing -----------------------------------------------------------------------------
@@ -348,7 +352,7 @@ class PostgresLedger:
         since: datetime | None = None,
         status: str | None = None,
     ) -> list[dict[str, Any]]:
-        where, params = _filters(job, since)
+        where, params = filters(job, since, "%s")
         if status is not None:
             where += (" AND " if where else " WHERE ") + "status = %s"
             params.append(status)
@@ -378,16 +382,12 @@ class PostgresLedger:
         for row in rows:
             if row["status"] == "running" and keys[row["job"]] & 0xFFFFFFFFFFFFFFFF not in held:
                 row["status"] = "abandoned"
-                row["reason"] = "abandoned: its process is gone and holds no lock"
+                row["reason"] = ABANDONED_SHOWN
         return rows
 
     def totals(self, job: str | None, since: datetime | None) -> list[dict[str, Any]]:
-        where, params = _filters(job, since)
-        sql = (
-            "SELECT job, COUNT(*) AS runs, SUM(agent_started) AS agent_runs,"
-            " SUM(input_tokens + output_tokens) AS tokens, SUM(cost) AS cost,"
-            " COUNT(cost) AS priced FROM tasty_oneshot_runs" + where + " GROUP BY job ORDER BY job"
-        )
+        where, params = filters(job, since, "%s")
+        sql = totals_sql("tasty_oneshot_runs", where)
         rows = self._guard(lambda db: db.execute(sql, params).fetchall())
         return [
             {**row, "runs": int(row["runs"]), "agent_runs": int(row["agent_runs"] or 0),
@@ -456,14 +456,3 @@ class AdvisoryLock:
                     lambda db: db.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
                 )
         self._held = False
-
-
-def _filters(job: str | None, since: datetime | None) -> tuple[str, list[Any]]:
-    where, params = [], []
-    if job:
-        where.append("job = %s")
-        params.append(job)
-    if since:
-        where.append("started_utc >= %s")
-        params.append(utc(since))
-    return (" WHERE " + " AND ".join(where) if where else ""), params

@@ -16,14 +16,18 @@ from typing import Any, TypeVar
 from tasty_oneshot import paths
 from tasty_oneshot.errors import StateFault
 from tasty_oneshot.ledger import (
+    ABANDONED_MARKED,
+    ABANDONED_SHOWN,
     FINISH_COLUMNS,
     Finish,
     RunStart,
     StatusFacts,
+    filters,
     finish_values,
     iso,
     row_json,
     start_columns,
+    totals_sql,
     utc,
 )
 from tasty_oneshot.lock import JobLock, is_held, lock_path
@@ -182,7 +186,7 @@ class SqliteLedger:
             "UPDATE runs SET status='abandoned', reason=? WHERE job=? AND status='running'"
             " AND NOT (pid IS ? AND host IS ?)"
         )
-        reason = "abandoned: its process ended without recording an outcome (killed?)"
+        reason = ABANDONED_MARKED
         return self._guard(lambda: self.db.execute(sql, (reason, job, pid, host)).rowcount)
 
     # --- writing ------------------------------------------------------------------------------
@@ -260,7 +264,7 @@ class SqliteLedger:
     ) -> list[dict[str, Any]]:
         """Runs, newest first, as the contract's JSON objects; a `running` row whose job lock
         nobody holds shows as `abandoned`."""
-        where, params = _filters(job, since)
+        where, params = filters(job, since, "?")
         if status is not None:
             where += (" AND " if where else " WHERE ") + "status = ?"
             params.append(status)
@@ -312,29 +316,14 @@ class SqliteLedger:
         """A `running` row whose job lock nobody holds shows as `abandoned`."""
         if row["status"] == "running" and is_held(lock_path(self.state, row["job"])) is False:
             row["status"] = "abandoned"
-            row["reason"] = "abandoned: its process is gone and holds no lock"
+            row["reason"] = ABANDONED_SHOWN
         return row
 
     def totals(self, job: str | None, since: datetime | None) -> list[dict[str, Any]]:
         """Per job: runs, tokens and cost (None when no run's cost is known)."""
-        where, params = _filters(job, since)
-        sql = (
-            "SELECT job, COUNT(*) AS runs, SUM(agent_started) AS agent_runs,"
-            " SUM(input_tokens + output_tokens) AS tokens, SUM(cost) AS cost,"
-            " COUNT(cost) AS priced FROM runs" + where + " GROUP BY job ORDER BY job"
-        )
+        where, params = filters(job, since, "?")
+        sql = totals_sql("runs", where)
         return [dict(row) for row in self._guard(lambda: self.db.execute(sql, params))]
-
-
-def _filters(job: str | None, since: datetime | None) -> tuple[str, list[Any]]:
-    where, params = [], []
-    if job:
-        where.append("job = ?")
-        params.append(job)
-    if since:
-        where.append("started_utc >= ?")
-        params.append(utc(since))
-    return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 def describe(path: Path, exc: sqlite3.Error) -> str:
