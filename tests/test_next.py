@@ -15,7 +15,14 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
-from test_systemd_units import JOBS, fire_times, make_workspace, needs_systemd, parse_unit
+from test_systemd_units import (
+    JOBS,
+    fire_times,
+    generate,
+    make_workspace,
+    needs_systemd,
+    parse_unit,
+)
 
 KEYS = {"at", "utc", "market_open", "will_run"}
 
@@ -286,20 +293,9 @@ def test_next_agrees_with_systemd_calendar(file_units, job, base, count):
     ],
 )
 def test_a_schedule_alone_fires_once_as_systemd_says(ws, base, expected, offset):
-    out = ws.root / "out"
     flags = ["Check", "--name", "once", "--schedule", "4pm"]
-    result = ws.cli(
-        "generate-units",
-        "--no-env-file",
-        *flags,
-        "--target",
-        "systemd",
-        "--output-dir",
-        str(out),
-        at=base,
-    )
-    assert result.returncode == 0, result.stderr
-    timer = parse_unit((out / "tasty-oneshot-once.timer").read_text())
+    units = generate(ws, ws.root / "out", *flags, at=base)
+    timer = parse_unit(units["tasty-oneshot-once.timer"])
     rows = next_json(ws, *flags, "--count", "3", at=base)
     check_times(rows, [(expected, offset)])
     assert rows[0]["market_open"] is False  # after the 13:00 early close; a Sunday

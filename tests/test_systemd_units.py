@@ -190,6 +190,14 @@ INSTRUCTIONS = "Check my positions"
 # --- helpers -------------------------------------------------------------------------------
 
 
+def printed_units(ws: Workspace, *flags: str) -> subprocess.CompletedProcess:
+    """generate-units for job `n` with `flags`, printed (no --output-dir)."""
+    return ws.cli(
+        "generate-units", "--no-env-file", INSTRUCTIONS, "--name", "n", *flags,
+        "--target", "systemd",
+    )  # fmt: skip
+
+
 def generate(ws: Workspace, out: Path, *args: str, at: str | None = None) -> dict[str, str]:
     """Run generate-units into `out` (which must not exist yet); the files written."""
     result = ws.cli(
@@ -716,16 +724,7 @@ def test_a_job_that_could_never_run_is_warned_about_and_still_written(ws, flags,
     ],
 )
 def test_dst_hours_and_short_periods_are_warned_about(ws, flags, about):
-    result = ws.cli(
-        "generate-units",
-        "--no-env-file",
-        INSTRUCTIONS,
-        "--name",
-        "n",
-        *flags,
-        "--target",
-        "systemd",
-    )
+    result = printed_units(ws, *flags)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if " - WARNING - " in line]
     assert any(all(word in line.lower() for word in about) for line in warnings), warnings
@@ -735,17 +734,7 @@ def test_dst_hours_and_short_periods_are_warned_about(ws, flags, about):
 
 
 def test_daytime_jobs_get_no_dst_warning(ws):
-    flags = ["--schedule", "9:30am", "--daily", "--ignore-market-hours"]
-    result = ws.cli(
-        "generate-units",
-        "--no-env-file",
-        INSTRUCTIONS,
-        "--name",
-        "n",
-        *flags,
-        "--target",
-        "systemd",
-    )
+    result = printed_units(ws, "--schedule", "9:30am", "--daily", "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     assert " - WARNING - " not in result.stderr
 
