@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from tasty_oneshot import paths, places, secrets, waiter
+from tasty_oneshot import WAITING_ENV, paths, places, secrets
 from tasty_oneshot.agent import check_ready
 from tasty_oneshot.env_file import load_env_file
 from tasty_oneshot.errors import (
@@ -51,6 +51,7 @@ from tasty_oneshot.schedule import check_slot, now_nyc
 if TYPE_CHECKING:
     from tasty_oneshot.mcp_server import StdioServer
     from tasty_oneshot.spool import Reservation
+    from tasty_oneshot.waiter import Resumed
 
 log = logging.getLogger("tasty_oneshot")
 T = TypeVar("T")
@@ -171,8 +172,12 @@ def run(request: RunRequest) -> int:
         defaults = jobs_file.defaults if jobs_file else {}
         url = ledger_url(defaults.get("ledger"))
         max_parallel = places.configured(defaults.get("max_parallel"))
-        resumed = waiter.resumed(state, job.name)
-        if resumed is not None:  # the same run, after its wait for a place
+        resumed = None
+        if WAITING_ENV in os.environ:  # the same run, after its wait for a place
+            from tasty_oneshot import waiter
+
+            resumed = waiter.resumed(state, job.name)
+        if resumed is not None:
             started_at, started = resumed.started_at, resumed.started
         invocation = Invocation(job, request, state, url, started_at, started + job.timeout)
         invocation.max_parallel, invocation.resumed = max_parallel, resumed
@@ -180,8 +185,7 @@ def run(request: RunRequest) -> int:
             return _slot_lock_market_agent(invocation)
         except (KeyboardInterrupt, Interrupted) as exc:
             sig = signal.Signals(exc.signum) if isinstance(exc, Interrupted) else signal.SIGINT
-            reason = f"stopped by {sig.name} before the agent started"
-            return invocation.record(Outcome("interrupted", reason, STOP_SIGNALS[sig]))
+            return invocation.record(_stopped_before_the_agent(sig))
         finally:
             invocation.close()
     finally:
@@ -227,34 +231,37 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         lock.release()
 
 
-def _after_the_wait(run: "Invocation", resumed: waiter.Resumed) -> int:
+def _stopped_before_the_agent(sig: signal.Signals) -> "Outcome":
+    return Outcome(
+        "interrupted", f"stopped by {sig.name} before the agent started", STOP_SIGNALS[sig]
+    )
+
+
+def _after_the_wait(run: "Invocation", resumed: "Resumed") -> int:
     """The run resumed after waiting for a place outside Python: its slot, its lock and the
     market were settled before the wait; what remains is the place, then the agent."""
     import tasty_oneshot
     from tasty_oneshot.lock import JobLock
+    from tasty_oneshot.waiter import LOCK_FD
 
     run.slot = resumed.slot
-    lock = JobLock.adopted(run.state, run.job.name, resumed.lock_fd)
+    lock = JobLock.adopted(run.state, run.job.name, LOCK_FD)
     stopped_by = resumed.signal
     if tasty_oneshot.early_signals:  # while this process started again
         stopped_by = signal.Signals(tasty_oneshot.early_signals[0]).name
+    place = resumed.place
     try:
-        if (
-            stopped_by is not None
-            or resumed.place is None
-            or time.monotonic() >= resumed.give_up_at
-        ):
-            if resumed.place is not None:
-                resumed.place.release()
-            if stopped_by is not None:
-                sig = signal.Signals[stopped_by]
-                reason = f"stopped by {sig.name} before the agent started"
-                return run.record(Outcome("interrupted", reason, STOP_SIGNALS[sig]))
+        if place is not None and (stopped_by or time.monotonic() >= resumed.give_up_at):
+            place.release()  # it came too late, or the run was stopped meanwhile
+            place = None
+        if stopped_by is not None:
+            return run.record(_stopped_before_the_agent(signal.Signals[stopped_by]))
+        if place is None:
             log.info("gave up waiting for a place after %.1fs", resumed.waited)
             reason = places.busy_reason(resumed.places, resumed.waited)
             return run.record(Outcome("skipped", reason, EXIT_LOCKED, ping="log"))
-        log.info("got place %d after waiting %.1fs", resumed.place.index, resumed.waited)
-        run.place = resumed.place
+        log.info("got place %d after waiting %.1fs", place.index, resumed.waited)
+        run.place = place
         import asyncio
 
         return run.record(asyncio.run(_stoppable(run, None)))
@@ -287,7 +294,7 @@ class Invocation:
         self.notes: list[str] = []  # what became of the agent's own notify calls
         self.exit_code: int | None = None  # set once the outcome is recorded
         self.max_parallel: int | None = None  # the host-wide cap on running agents, if any
-        self.resumed: waiter.Resumed | None = None  # after a wait for a place outside Python
+        self.resumed: Resumed | None = None  # after a wait for a place outside Python
         self.lock: Any = None  # the job's lock, once taken
         # The place, once taken: held until the process ends (not released when the agent
         # is done, so that a run that still holds pydantic-ai's memory keeps its place).
@@ -532,6 +539,8 @@ async def _take_place(run: Invocation, count: int) -> places.Place:
     if place is not None:
         return place
     give_up_at = run.give_up_waiting_at()
+    from tasty_oneshot import waiter
+
     lock_fd = getattr(run.lock, "fd", None)
     if run.request.command and isinstance(lock_fd, int) and waiter.can_wait_outside():
         facts = {

@@ -19,20 +19,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import NamedTuple
 
+from tasty_oneshot import WAITING_ENV  # what the run knew before it began to wait (JSON)
 from tasty_oneshot.places import Place, places_dir, take_ticket
 
 log = logging.getLogger("tasty_oneshot")
 
-WAITING_ENV = "TASTY_ONESHOT_WAITING"  # what the run knew before it began to wait (JSON)
 WAIT_END_ENV = "TASTY_ONESHOT_WAIT_END"  # how the wait ended: "place N", "busy", "signal NAME"
 LOCK_FD, TICKET_FD, PLACE_FD = 7, 8, 9  # where the job's lock, the ticket and the place are
 SIGNALS = ("SIGTERM", "SIGHUP", "SIGINT")  # the stops the loop records
 
 # $1 places directory, $2 places, $3 ticket, $4 give up at (/proc/uptime, centiseconds), then
 # the command that resumes the run. The first live ticket tries the places every 0.1 s; every
-# later one sleeps in flock(1) on the first's ticket until it is gone (it got a place or died).
-# Waits run in the background with `wait`, so that a signal ends them at once; they hold none
-# of the run's descriptors (the job's lock, the ticket, stdout), so none outlives the run.
+# later one sleeps in flock(1) on the first's ticket until it is gone (it got a place or died),
+# a second at a time. Waits run in the background with `wait`, so that a signal ends them at
+# once (a signal that comes just before `wait` begins is seen within that second); they hold
+# none of the run's descriptors (the job's lock, the ticket, stdout), so none outlives the run.
 WAITER = r"""
 umask 077
 dir=$1 n=$2 ticket=$3 until=$4
@@ -68,6 +69,7 @@ while [ -z "$stop" ]; do
         sleep 0.1 </dev/null >/dev/null 2>&1 7<&- 8<&- &
     else
         left=$((until - now))
+        if [ "$left" -gt 100 ]; then left=100; fi
         cs=$((left % 100))
         if [ "$cs" -lt 10 ]; then cs=0$cs; fi
         { flock -w "$((left / 100)).$cs" 9; } </dev/null >/dev/null 2>&1 7<&- 8<&- 9<"$first" &
@@ -88,9 +90,9 @@ exec "$@"
 
 
 class Resumed(NamedTuple):
-    """A run resumed after its wait outside Python."""
+    """A run resumed after its wait outside Python (its job's lock on LOCK_FD). Neither a
+    place nor a signal: it gave up."""
 
-    ended: str  # "place", "busy" or "signal"
     place: Place | None
     signal: str | None  # "SIGTERM", ... when a signal ended the wait
     slot: datetime | None
@@ -99,7 +101,6 @@ class Resumed(NamedTuple):
     waited: float  # seconds
     give_up_at: float  # monotonic, as before the wait
     places: int
-    lock_fd: int
 
 
 def can_wait_outside() -> bool:
@@ -185,7 +186,7 @@ def resumed(state: Path, job: str) -> Resumed | None:
     try:
         facts = json.loads(facts_text)
         how, _, detail = (ended or "").partition(" ")
-        lock_fd = LOCK_FD if _holds(LOCK_FD, lock_path(state, job)) else -1
+        locked = _holds(LOCK_FD, lock_path(state, job))
         place: Place | None = None
         if how == "place":
             index = int(detail)
@@ -193,7 +194,6 @@ def resumed(state: Path, job: str) -> Resumed | None:
                 place = Place(PLACE_FD, index)
         slot = facts["slot"]
         result = Resumed(
-            ended=how,
             place=place,
             signal=detail if how == "signal" else None,
             slot=datetime.fromisoformat(slot) if slot else None,
@@ -202,12 +202,11 @@ def resumed(state: Path, job: str) -> Resumed | None:
             waited=time.monotonic() - float(facts["waited_from"]),
             give_up_at=float(facts["give_up_at"]),
             places=int(facts["places"]),
-            lock_fd=lock_fd,
         )
     except (ValueError, KeyError, TypeError, OSError):
         raise UsageError(problem) from None
     valid_end = how in ("busy", "signal") or place is not None
-    if lock_fd < 0 or not valid_end or (how == "signal" and detail not in SIGNALS):
+    if not locked or not valid_end or (how == "signal" and detail not in SIGNALS):
         raise UsageError(problem)
     os.set_inheritable(LOCK_FD, False)  # nothing this run starts inherits them
     if place is not None:
