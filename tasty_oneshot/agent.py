@@ -7,6 +7,8 @@ client are imported by `import_pydantic_ai`, on the path that runs the agent.
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TextIO
@@ -85,13 +87,34 @@ def needed_variables(job: Job) -> list[tuple[str, ...]]:
     return needed
 
 
+def key_set(name: str) -> bool:
+    """Whether a credential variable holds a value: set but empty (`OPENAI_API_KEY=`, a value left
+    blank in an env file) is no key at all."""
+    return bool(os.environ.get(name, "").strip())
+
+
+@contextmanager
+def empty_keys_unset() -> Iterator[None]:
+    """Provider keys that are set but empty, unset while pydantic-ai builds the model: the
+    provider's client would take "" for a key and fail with its own error (openai's
+    OpenAIError), where a missing key gets pydantic-ai's."""
+    names = {name for group in PROVIDER_KEYS.values() for name in group}
+    empty = {n: v for n, v in os.environ.items() if n in names and not key_set(n)}
+    for name in empty:
+        del os.environ[name]
+    try:
+        yield
+    finally:
+        os.environ.update(empty)
+
+
 def check_ready(job: Job) -> None:
     """Everything a run needs that can be checked without starting it (exit 2 if missing)."""
     if not job.model:
         raise UsageError(
             "no model: give --model, set 'model' in the jobs file, or set MODEL_IDENTIFIER"
         )
-    missing = [group for group in needed_variables(job) if not any(map(os.environ.get, group))]
+    missing = [group for group in needed_variables(job) if not any(map(key_set, group))]
     if not missing:
         return
     names = " and ".join(" or ".join(group) for group in missing)
@@ -120,11 +143,12 @@ def resolve_model(job: Job) -> "Model":
             "no model: give --model, set 'model' in the jobs file, or set MODEL_IDENTIFIER"
         )
     local = job.model.split(":", 1)[0] in OPENAI_PROVIDERS and os.environ.get("OPENAI_BASE_URL")
-    if local and not os.environ.get("OPENAI_API_KEY"):
+    if local and not key_set("OPENAI_API_KEY"):
         # A local OpenAI-compatible server needs no key, but the client wants one.
         os.environ["OPENAI_API_KEY"] = "unused-by-a-local-server"
     try:
-        return infer_model(job.model)
+        with empty_keys_unset():
+            return infer_model(job.model)
     except (UserError, ValueError, ImportError) as exc:
         problem = " ".join(str(exc).split()) or type(exc).__name__
         raise UsageError(f"{job.model_from}: model {job.model!r}: {problem}") from None
@@ -139,7 +163,8 @@ def check_model_name(job: Job) -> None:
     if job.model is None:
         return
     try:
-        infer_model(job.model)
+        with empty_keys_unset():
+            infer_model(job.model)
     except UserError as exc:
         if str(exc).startswith("Unknown model"):
             problem = " ".join(str(exc).split())
