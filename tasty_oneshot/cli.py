@@ -336,6 +336,9 @@ def _nyc_time(seconds: float | None) -> time.struct_time:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from tasty_oneshot import stdio
+
+    stdio.guard()  # before any file is opened: a closed stdout must not become the ledger's
     sys.exit(dispatch(argv))
 
 

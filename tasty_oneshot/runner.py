@@ -284,7 +284,7 @@ class Invocation:
     ) -> None:
         self.job, self.request, self.state = job, request, state
         self.started_at, self.deadline = started_at, deadline
-        self.ledger = open_ledger(state, ledger_url)
+        self.ledger = open_ledger(state, ledger_url, deadline)
         # The fire time this run keeps, once the slot guard found it.
         self.slot: datetime | None = None
         self.run_id: int | None = None  # the ledger row, once the agent starts
@@ -417,7 +417,7 @@ class Invocation:
             self.ledger.finish(run_id, finish)
         except StateFault as exc:
             try:
-                kept = reservation.keep(self.ledger.where, run_id, finish)
+                kept = reservation.keep(self.ledger.where, run_id, finish, self.start())
             except OSError as err:
                 log.error("%s; the outcome could not be kept either (%s)", exc, err.strerror)
             else:
@@ -442,20 +442,17 @@ class Invocation:
 
 def print_output(output: str) -> None:
     """The agent's answer on stdout. A stdout that cannot take it (`> /dev/full`, a closed
-    pipe) does not change the outcome: the ledger has it, and stderr says so."""
-    try:
-        sys.stdout.write(secrets.redact(output).rstrip("\n") + "\n")
-        sys.stdout.flush()
-    except OSError as exc:
+    pipe, `>&-`) does not change the outcome: the ledger has it, and stderr says so."""
+    from tasty_oneshot import stdio
+
+    sys.stdout.write(secrets.redact(output).rstrip("\n") + "\n")
+    sys.stdout.flush()
+    if stdio.failure is not None:
         log.warning(
             "could not write the output to stdout (%s); it is in the ledger "
             "(tasty-oneshot history --json)",
-            exc.strerror or type(exc).__name__,
+            stdio.failure,
         )
-        # What is still buffered would fail again when Python exits: send it nowhere.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 class Interrupted(Exception):

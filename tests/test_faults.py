@@ -239,6 +239,47 @@ def test_stdout_a_closed_pipe_still_exits_as_the_ledger_says(ws):
     assert ws.history()[0]["exit_code"] == 0
 
 
+def test_a_closed_stdout_still_exits_records_pings_and_alerts_as_the_ledger_says(ws, receiver):
+    """`>&-`: Python starts without sys.stdout, and the next file opened would take fd 1."""
+    rx = receiver()
+    jobs_file(ws, extra=f"    ping: http://127.0.0.1:{rx.port}/p\n    notify: [{rx.url()}]\n"
+                        "    notify_on: [output]\n")  # fmt: skip
+    result = subprocess.run(
+        ["sh", "-c", 'exec "$@" >&-', "sh", *ws.command(*RUN)], cwd=ws.root, env=ws.env,
+        stderr=subprocess.PIPE, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "could not write the output to stdout (stdout is closed)" in result.stderr
+    [row] = ws.history()
+    assert row["status"] == "ok" and row["exit_code"] == 0
+    paths = {post["path"].split("?")[0] for post in rx.posts}
+    assert paths == {"/alerts", "/p/0", "/p/start"}  # the alerts and both pings went out
+
+
+@pytest.mark.parametrize(
+    "args", [("history",), ("history", "--json"), ("next", "--job", "check", "--count", "1000"),
+             ("status",), ("status", "--json", "--check")],
+)  # fmt: skip
+def test_a_reader_that_went_away_ends_no_command_in_an_error(ws, args):
+    """`| head -1`, made certain: nobody reads the pipe when the command writes. The command
+    ends quietly, with the exit code it has when its output is read."""
+    jobs_file(ws, extra='    schedule: "9:30am"\n    hourly: true\n')
+    assert ws.cli(*RUN).returncode == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            ws.command(*args), cwd=ws.root, env=ws.env, stdout=write_end, stderr=subprocess.PIPE,
+            text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "Exception ignored" not in result.stderr and "Error" not in result.stderr
+    assert result.returncode == ws.cli(*args).returncode
+
+
 # --- SIGKILL --------------------------------------------------------------------------------------
 
 
