@@ -8,6 +8,7 @@ whose reader goes away (`| head`). Neither may end in a traceback or change an e
 import io
 import os
 import sys
+from typing import TextIO
 
 # Why stdout could not take what was written to it, once it could not; else None.
 failure: str | None = None
@@ -16,7 +17,7 @@ failure: str | None = None
 class _ForgivingStdout(io.TextIOBase):
     """sys.stdout that never raises: once a write fails, the rest goes to /dev/null."""
 
-    def __init__(self, inner: io.TextIOBase) -> None:
+    def __init__(self, inner: TextIO) -> None:
         self.inner = inner
 
     def write(self, text: str) -> int:
@@ -65,7 +66,7 @@ def guard() -> None:
             elif fd == 2:
                 sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
     if sys.stdout is not None and not isinstance(sys.stdout, _ForgivingStdout):
-        sys.stdout = _ForgivingStdout(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _ForgivingStdout(sys.stdout)
 
 
 def _stop_writing(exc: BaseException) -> None:
