@@ -434,6 +434,45 @@ class PostgresLedger:
 
         return self._guard(read)
 
+    def restore(self, row: dict[str, Any]) -> None:
+        """A claimed run's outcome kept in the spool: its `running` row is finished; when that
+        row is gone, the whole row goes in, once (keyed by its `source`). A slot another row
+        claimed meanwhile stays that row's."""
+        same_run = (
+            "SELECT id, status FROM tasty_oneshot_runs WHERE (job=%s AND started_at=%s"
+            " AND pid IS NOT DISTINCT FROM %s AND host IS NOT DISTINCT FROM %s"
+            " AND agent_started=1) OR source=%s LIMIT 1 FOR UPDATE"
+        )
+        key = (row["job"], row["started_at"], row["pid"], row["host"], row["source"])
+        claimed = (
+            "SELECT 1 FROM tasty_oneshot_runs WHERE job=%s AND agent_started=1 AND slot_utc=%s"
+        )
+        assignments = ", ".join(f"{column}=%s" for column in FINISH_COLUMNS)
+        once = "ON CONFLICT (source) WHERE source IS NOT NULL DO NOTHING"
+
+        def write(db: Any) -> None:
+            with db.transaction():
+                found = db.execute(same_run, key).fetchone()
+                if found is None:
+                    given = dict(row)
+                    slot = (row["job"], row["slot_utc"])
+                    if row["slot_utc"] and db.execute(claimed, slot).fetchone() is not None:
+                        given["slot_utc"] = None
+                    db.execute(*self._insert(given, once))
+                elif found["status"] in ("running", "abandoned"):
+                    values = [row[column] for column in FINISH_COLUMNS]
+                    sql = f"UPDATE tasty_oneshot_runs SET {assignments} WHERE id=%s"
+                    db.execute(sql, [*values, found["id"]])
+
+        self._guard(write)
+
+
+def _shut_down(fd: int) -> None:
+    """Shut a socket down for both directions (by a duplicate: the connection's owner
+    closes its own descriptor)."""
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+        sock.shutdown(socket.SHUT_RDWR)
+
 
 class AdvisoryLock:
     """A job's lock across every host that shares the ledger (see the module's docstring)."""

@@ -230,6 +230,38 @@ class SqliteLedger:
         values = (*finish_values(finish), run_id)
         return self._guard(lambda: self.db.execute(sql, values).rowcount) == 1
 
+    def restore(self, row: dict[str, Any]) -> None:
+        """A claimed run's outcome kept in the spool: its `running` row is finished; when that
+        row is gone (the ledger was moved aside), the whole row goes in, once (keyed by its
+        `source`). A slot another row claimed meanwhile stays that row's."""
+        same_run = (
+            "SELECT id, status FROM runs WHERE (job=? AND started_at=? AND pid IS ? AND host IS ?"
+            " AND agent_started=1) OR source=? LIMIT 1"
+        )
+        key = [row["job"], row["started_at"], row["pid"], row["host"], row["source"]]
+        assignments = ", ".join(f"{column}=?" for column in FINISH_COLUMNS)
+
+        def write() -> None:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")  # one replay at a time decides
+                found = self.db.execute(same_run, key).fetchone()
+                if found is None:
+                    try:
+                        self._insert_row(row)
+                    except sqlite3.IntegrityError:  # its slot was claimed since
+                        self._insert_row({**row, "slot": None, "slot_utc": None})
+                elif found["status"] in ("running", "abandoned"):
+                    values = [row[column] for column in FINISH_COLUMNS]
+                    self.db.execute(
+                        f"UPDATE runs SET {assignments} WHERE id=?", [*values, found[0]]
+                    )
+
+        self._guard(write)
+
+    def _insert_row(self, row: dict[str, Any]) -> None:
+        names, marks = ", ".join(row), ", ".join("?" for _ in row)
+        self.db.execute(f"INSERT INTO runs ({names}) VALUES ({marks})", list(row.values()))
+
     def note_notify(self, run_id: int, text: str) -> None:
         """What became of the run's own notifications (sent, failed, timed out)."""
         sql = "UPDATE runs SET notify=? WHERE id=?"
