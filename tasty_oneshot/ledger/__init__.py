@@ -196,15 +196,14 @@ def ledger_url(configured: str | None = None) -> str | None:
     return url or None
 
 
-def open_ledger(state: Path, url: str | None = None) -> Ledger:
+def open_ledger(state: Path, url: str | None = None, deadline: float | None = None) -> Ledger:
     """The configured ledger, with any outcome an earlier run could not write written in.
-    A PostgreSQL ledger connects when first used, not here (a skip may never need it)."""
+    A PostgreSQL ledger connects when first used, not here (a skip may never need it); none
+    of its operations outlives `deadline` (monotonic, a run's own) by more than a moment."""
     if url:
-        from tasty_oneshot.ledger.postgres import PostgresLedger, url_passwords
-        from tasty_oneshot.secrets import register
+        from tasty_oneshot.ledger.postgres import PostgresLedger
 
-        register(*url_passwords(url))  # the host and database are not secrets
-        return PostgresLedger(state, url)
+        return PostgresLedger(state, url, deadline)  # registers its passwords as secrets
     from tasty_oneshot.ledger.sqlite import SqliteLedger
 
     ledger = SqliteLedger(state)

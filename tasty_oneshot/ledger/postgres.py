@@ -15,6 +15,9 @@
 
 import contextlib
 import hashlib
+import os
+import socket
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -36,11 +39,22 @@ from tasty_oneshot.ledger import (
     totals_sql,
     utc,
 )
+from tasty_oneshot.ledger.postgres_url import SECRET_KEYS, shown_url, url_passwords
 from tasty_oneshot.lock import JobLocked
-from tasty_oneshot.secrets import redact
+from tasty_oneshot.secrets import redact, register
 
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT = 5  # seconds to reach the server before a run gives up (exit 1)
+OPERATION_SLACK = 5.0  # seconds an operation may take beyond the ledger's lock wait
+AFTER_DEADLINE = 3.0  # seconds an operation still gets once the run's deadline passed
+# A peer that vanished (a host or a link down) is noticed by the kernel within seconds.
+TCP_BOUNDS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 SCHEMA_LOCK = 0x7461_7374_795F_6F6E  # advisory lock key for creating the schema
 
 SCHEMA = """
@@ -111,32 +125,6 @@ COLUMNS = [
 T = TypeVar("T")
 
 
-def shown_url(url: str) -> str:
-    """The URL without its password (in the user part or the query), for messages and the
-    spool."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[-1]
-        user = parts.username or ""
-        parts = parts._replace(netloc=f"{user}@{host}" if user else host)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if any(key == "password" for key, _ in query):
-        parts = parts._replace(query=urlencode([(k, v) for k, v in query if k != "password"]))
-    return urlunsplit(parts)
-
-
-def url_passwords(url: str) -> list[str]:
-    """The passwords a URL carries (in the user part, in the query), as written and decoded."""
-    from urllib.parse import parse_qsl, unquote, urlsplit
-
-    parts = urlsplit(url)
-    found = [parts.password or ""]
-    found += [value for key, value in parse_qsl(parts.query) if key == "password"]
-    return [form for value in found for form in (value, unquote(value))]
-
-
 def lock_key(job: str) -> int:
     """The advisory lock key of a job: 64 bits of a hash of its name, signed."""
     digest = hashlib.sha256(f"tasty-oneshot:{job}".encode()).digest()
@@ -144,10 +132,16 @@ def lock_key(job: str) -> int:
 
 
 class PostgresLedger:
-    def __init__(self, state: Path, url: str) -> None:
+    def __init__(self, state: Path, url: str, deadline: float | None = None) -> None:
+        import threading
+
         self.state, self.url = state, url
         self.where = shown_url(url)
+        register(*url_passwords(url))  # before any message could name the URL
+        self.deadline = deadline  # the run's own (monotonic): no operation outlives it
         self._db: Any = None
+        self._io = threading.RLock()  # one operation at a time (the lease's renewal too)
+        self._stalled: str | None = None  # why the server counts as gone for this process
 
     # --- the connection ----------------------------------------------------------------------
 
@@ -160,22 +154,10 @@ class PostgresLedger:
         if self._db is not None:
             return self._db
         import psycopg
-        from psycopg.rows import dict_row
-
-        from tasty_oneshot.ledger.sqlite import wait_seconds
 
         try:
-            db = psycopg.connect(
-                self.url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT,
-                application_name="tasty-oneshot",
-                row_factory=dict_row,
-            )
-            wait = int(wait_seconds() * 1000)
-            db.execute(f"SET lock_timeout = {wait}; SET statement_timeout = {wait * 3}")
-            self._db = db
-            self._ensure_schema()
+            self._db = self._open()
+            self._within(self._db, self._ensure_schema)
         except psycopg.Error as exc:
             self.close()
             raise StateFault(self._describe(exc)) from None
@@ -183,6 +165,72 @@ class PostgresLedger:
 
         replay(self.state, self)
         return self._db
+
+    def _open(self) -> Any:
+        """A new connection, each step bounded: libpq's connect timeout, TCP keepalives and
+        a TCP user timeout (a peer gone silent), then server-side lock and statement
+        timeouts."""
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+        from psycopg.rows import dict_row
+
+        from tasty_oneshot.ledger.sqlite import wait_seconds
+
+        # libpq's own reading of the URL: whatever it takes for a password is a secret too.
+        given = conninfo_to_dict(self.url)
+        register(*(str(given.get(key) or "") for key in SECRET_KEYS))
+        db = psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=max(2, min(CONNECT_TIMEOUT, int(self._limit()))),
+            application_name="tasty-oneshot",
+            row_factory=dict_row,
+            **TCP_BOUNDS,
+        )
+        wait = int(wait_seconds() * 1000)
+        self._within(
+            db, lambda: db.execute(f"SET lock_timeout = {wait}; SET statement_timeout = {wait * 3}")
+        )
+        return db
+
+    def _limit(self) -> float:
+        """Seconds the next operation may take: what a lock wait needs, never past the run's
+        deadline (but a moment even after it, to record a run that passed its timeout)."""
+        from tasty_oneshot.ledger.sqlite import wait_seconds
+
+        limit = wait_seconds() + OPERATION_SLACK
+        if self.deadline is not None:
+            limit = min(limit, self.deadline - time.monotonic())
+        return max(limit, AFTER_DEADLINE)
+
+    def _within(self, db: Any, action: Callable[[], T]) -> T:
+        """`action()` on `db`, given `_limit()` seconds: then the connection's socket is shut
+        down from a timer thread, which ends any wait in libpq (a server that stopped
+        answering without closing, which no timeout of libpq's or the server's would end),
+        and this process counts the server as gone."""
+        import threading
+
+        seconds, fd = self._limit(), db.pgconn.socket
+        state = {"done": False, "cut": False}
+        guard = threading.Lock()
+
+        def cut() -> None:
+            with guard:  # never once the action is over (the descriptor may be reused)
+                if not state["done"]:
+                    state["cut"] = True
+                    _shut_down(fd)
+
+        timer = threading.Timer(seconds, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            return action()
+        finally:
+            with guard:
+                state["done"] = True
+            timer.cancel()
+            if state["cut"]:
+                self._stalled = f"no answer within {seconds:.0f}s"
 
     def _ensure_schema(self) -> None:
         db = self._db
@@ -203,16 +251,24 @@ class PostgresLedger:
             )
 
     def _guard(self, action: Callable[[Any], T]) -> T:
+        """One operation, bounded (see _within); any failure is one line (StateFault). A
+        connection that broke is dropped, so the next operation connects again; a server
+        that stopped answering is not asked again by this process."""
         import psycopg
 
-        db = self.connect()
-        try:
-            return action(db)
-        except psycopg.Error as exc:
-            raise StateFault(self._describe(exc)) from None
+        with self._io:
+            if self._stalled is not None:
+                raise StateFault(self._describe(self._stalled))
+            db = self.connect()
+            try:
+                return self._within(db, lambda: action(db))
+            except psycopg.Error as exc:
+                if db.broken or db.closed or self._stalled is not None:
+                    self.close()
+                raise StateFault(self._describe(self._stalled or exc)) from None
 
-    def _describe(self, exc: BaseException) -> str:
-        problem = redact(one_line(exc)) or type(exc).__name__
+    def _describe(self, exc: BaseException | str) -> str:
+        problem = redact(exc if isinstance(exc, str) else one_line(exc)) or type(exc).__name__
         return (
             f"{self.where}: the PostgreSQL ledger cannot be used ({problem}); check that the "
             "server is up and reachable from this host"
