@@ -20,7 +20,7 @@ from test_places import records, server_block, tickets, waiting_in_the_shell, wr
 from test_run_lifecycle import wait_for
 
 from tasty_oneshot import waiter
-from tasty_oneshot.places import places_dir
+from tasty_oneshot.places import places_dir, take_ticket
 
 # $1: the directory that stays writable (it holds the state directory); then the command.
 SANDBOX = """
@@ -156,3 +156,19 @@ def test_a_wait_that_fails_before_the_shell_runs_leaves_no_ticket_behind(ws, fau
     queue = places_dir(state) / "queue"
     assert os.listdir(queue) == []  # not even a hidden one
     assert open_fds() == before - {lock_fd}
+
+
+def test_a_ticket_that_cannot_be_put_in_the_queue_leaves_nothing_behind(ws):
+    # The rename that puts a locked ticket in the queue fails for real: a directory holds
+    # the ticket's name. Nothing is left, not even the hidden file it was locked under.
+    order = datetime(2026, 11, 30, 14, 30, tzinfo=UTC)
+    ws.state.mkdir(mode=0o700)
+    queue = places_dir(ws.state) / "queue"
+    queue.mkdir(mode=0o700)
+    name = f"{round(order.timestamp() * 1e6):020d}-{os.getpid():010d}"
+    (queue / name).mkdir(mode=0o700)
+    before = open_fds()
+    with pytest.raises(IsADirectoryError):
+        take_ticket(queue.parent, order)
+    assert os.listdir(queue) == [name]
+    assert open_fds() == before
