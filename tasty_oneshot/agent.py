@@ -240,7 +240,7 @@ def notify_toolset(job: Job, progress: Progress | None) -> "FunctionToolset[None
         the instructions' condition for alerting someone holds."""
         outcome = await asyncio.to_thread(send, job.notify, f"tasty-oneshot {job.name}", message)
         if progress is not None:
-            progress.notes.append(f"tool: {outcome}")
+            progress.notes.append(f"notify tool: {outcome}")
         return "delivered" if outcome == "sent" else f"not delivered ({outcome}); go on"
 
     return FunctionToolset([notify])

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from tasty_oneshot import __version__, jobs
+from tasty_oneshot import __version__, jobs, terminal
 from tasty_oneshot.errors import (
     EXIT_FAILED,
     EXIT_SIGINT,
@@ -263,15 +263,6 @@ def _job_options(args: argparse.Namespace) -> dict[str, Any]:
     return check_keys(given, JOB_KEYS, "")
 
 
-# Control characters (but tab) and the line and paragraph separators, written as escapes:
-# with them go every line break str.splitlines() knows and a terminal's escape sequences.
-_UNPRINTABLE = {
-    c: repr(chr(c))[1:-1]
-    for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)
-    if c != ord("\t")
-}
-
-
 class _OneLineFormatter(logging.Formatter):
     """A log line stays one line, whatever it quotes: a job name, a key or a path from the
     user may hold a newline (`"abc\\n":` in YAML, `--config $'a\\nb'`) or a NUL. Under
@@ -283,7 +274,7 @@ class _OneLineFormatter(logging.Formatter):
         self.journald = journald
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        line = super().formatMessage(record).translate(_UNPRINTABLE)
+        line = terminal.one_line(super().formatMessage(record))
         if self.journald:
             line = f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
         return line

@@ -9,6 +9,7 @@ from tasty_oneshot import paths
 from tasty_oneshot.errors import EXIT_OK, UsageError
 from tasty_oneshot.ledger import dumps, open_ledger
 from tasty_oneshot.schedule import NYC
+from tasty_oneshot.terminal import write_table
 
 COLUMNS = ("id", "job", "status", "started_at", "took", "slot", "exit", "tokens", "reason")
 REASON_WIDTH = 80
@@ -63,10 +64,10 @@ def history(
         )
         for r in rows
     ]
-    _write_table(table)
+    write_table(table)
     period = f"since {since_at.isoformat(timespec='minutes')}" if since_at else "all time"
     sys.stdout.write(f"\ntotals ({period}):\n")
-    _write_table(
+    write_table(
         [("job", "runs", "skips", "tokens", "cost")]
         + [
             (
@@ -108,10 +109,3 @@ def _cost(total: dict[str, Any]) -> str:
     if total["priced"] < total["agent_runs"]:
         text += f" ({total['priced']} of {total['agent_runs']} runs priced)"
     return text
-
-
-def _write_table(table: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        sys.stdout.write("  ".join(cells).rstrip() + "\n")

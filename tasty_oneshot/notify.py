@@ -20,15 +20,15 @@ BODY_LIMIT = 4000  # characters of output sent in one alert
 
 
 def send(urls: tuple[str, ...], title: str, body: str, timeout: float = DELIVERY_TIMEOUT) -> str:
-    """Send to every URL; return what happened in a few words ("sent", "failed: ..."). Never
-    raises."""
+    """Send to every URL; return what happened in a few words ("sent", "not sent: ..."), worded
+    so that a note in the ledger cannot be misread. Never raises."""
     result: dict[str, object] = {}
     try:
         # Imported here, not in the timed thread: the bound is on the network, and a loaded
         # host can take seconds to import apprise.
         import apprise
     except Exception as exc:
-        return f"failed: {one_line(exc)}"
+        return f"not sent: {one_line(exc)}"
 
     def deliver() -> None:
         try:
@@ -52,13 +52,13 @@ def send(urls: tuple[str, ...], title: str, body: str, timeout: float = DELIVERY
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        outcome = f"gave up after {timeout:g}s"
+        outcome = f"not sent: gave up after {timeout:g}s"
     elif "error" in result:
-        outcome = f"failed: {result['error']}"
+        outcome = f"not sent: {result['error']}"
     elif result.get("ok"):
         outcome = "sent"
     else:
-        outcome = "failed: not delivered to every URL"
+        outcome = "not sent: not delivered to every URL"
     level = logging.INFO if outcome == "sent" else logging.WARNING
     log.log(level, "notify (%d URL%s): %s", len(urls), "" if len(urls) == 1 else "s", outcome)
     return outcome
@@ -75,11 +75,13 @@ EVENTS = {
 def notify_outcome(
     urls: tuple[str, ...], notify_on: tuple[str, ...], job: str, status: str, text: str
 ) -> str | None:
-    """The run's own alert, when `notify_on` asks for this outcome; None when it does not."""
-    if not urls or not any(status in EVENTS[event] for event in notify_on):
+    """The run's own alert, when `notify_on` asks for this outcome; None when it does not.
+    What became of it, for the ledger: "failure alert: sent", never "failed: sent"."""
+    events = [event for event in notify_on if status in EVENTS[event]]
+    if not urls or not events:
         return None
     title = f"tasty-oneshot {job}: {'output' if status == 'ok' else status}"
-    return f"{status}: {send(urls, title, text)}"
+    return f"{events[0]} alert: {send(urls, title, text)}"
 
 
 CHECKED = "notify-urls.checked"  # in the state directory: SHA-256 of each URL apprise accepted

@@ -211,6 +211,19 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         if verdict is not None and not verdict.open:
             return run.record(Outcome("skipped", verdict.describe(), EXIT_OK, ping="success"))
 
+    # The slot before the lock: hosts that fire it together skip as `already done` rather
+    # than being refused the lock; a run that ends before its agent starts gives it back.
+    if run.slot is not None and not run.claim_slot():
+        reason = f"slot {run.slot.isoformat()} already done"
+        return run.record(Outcome("skipped", reason, EXIT_OK))
+    try:
+        return _lock_market_agent(run, verdict)
+    finally:
+        run.give_back_slot()
+
+
+def _lock_market_agent(run: "Invocation", verdict: Verdict | None) -> int:
+    job = run.job
     lock = run.lock = run.ledger.job_lock(job.name)
     try:
         lock.acquire()
@@ -221,9 +234,6 @@ def _slot_lock_market_agent(run: "Invocation") -> int:
         log.info("job %s: %s", job.name, job.schedule.describe())
         # Holding the job's lock: any run of it still `running` in the ledger is dead.
         run.ledger.abandon_dead(job.name, os.getpid(), host_name())
-        if run.slot is not None and run.ledger.slot_used(job.name, run.slot):
-            reason = f"slot {run.slot.isoformat()} already done"
-            return run.record(Outcome("skipped", reason, EXIT_OK))
         import asyncio  # here, not at the top: a skip must stay light
 
         return run.record(asyncio.run(_stoppable(run, verdict)))
@@ -288,6 +298,7 @@ class Invocation:
         # The fire time this run keeps, once the slot guard found it.
         self.slot: datetime | None = None
         self.run_id: int | None = None  # the ledger row, once the agent starts
+        self.slot_claim: int | None = None  # that row while it only claims the slot
         self.reservation: Reservation | None = None  # space for the outcome, meanwhile
         self.usage = Usage()
         self.cost: float | None = None
@@ -338,10 +349,29 @@ class Invocation:
 
         self.reservation = Reservation(self.state)
 
+    def claim_slot(self) -> bool:
+        """Claim the slot, before the job's lock: other invocations of it skip from now on.
+        False: another run has it. Held until the agent starts (then the slot is used up)
+        or given back (`give_back_slot`) by a run that ends before."""
+        self.slot_claim = self.ledger.claim(self.start())
+        return self.slot_claim is not None
+
+    def give_back_slot(self) -> None:
+        """The slot's claim, given back by a run that did not start its agent (refused the
+        lock, a skip, a wait outside Python, exit 2): it does not use the slot up."""
+        claim, self.slot_claim = self.slot_claim, None
+        if claim is not None and self.run_id is None:
+            try:
+                self.ledger.give_back(claim)
+            except StateFault as exc:
+                log.warning("%s; the slot stays claimed (as by a run that was killed)", exc)
+
     def claim(self) -> bool:
-        """Claim the slot and record that the agent is starting: from now on the slot is
-        used up. False: another run has the slot."""
-        run_id = self.ledger.claim(self.start())
+        """Record that the agent is starting (its slot claimed now, if not yet): from now on
+        the slot is used up. False: another run has the slot."""
+        run_id = self.slot_claim
+        if run_id is None:
+            run_id = self.ledger.claim(self.start())
         if run_id is None:
             return False
         self.run_id = run_id
@@ -443,9 +473,9 @@ class Invocation:
 def print_output(output: str) -> None:
     """The agent's answer on stdout. A stdout that cannot take it (`> /dev/full`, a closed
     pipe, `>&-`) does not change the outcome: the ledger has it, and stderr says so."""
-    from tasty_oneshot import stdio
+    from tasty_oneshot import stdio, terminal
 
-    sys.stdout.write(secrets.redact(output).rstrip("\n") + "\n")
+    sys.stdout.write(terminal.lines(secrets.redact(output)).rstrip("\n") + "\n")
     sys.stdout.flush()
     if stdio.failure is not None:
         log.warning(
@@ -552,6 +582,7 @@ async def _take_place(run: Invocation, count: int) -> places.Place:
 
         await asyncio.sleep(0)
         await asyncio.sleep(0)
+        run.give_back_slot()  # the resumed process claims it again for its agent
         try:
             waiter.wait_outside(
                 run.state, count, run.market_time, give_up_at, lock_fd, facts, command

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from tasty_oneshot import paths
+from tasty_oneshot import paths, terminal
 from tasty_oneshot.errors import EXIT_FAILED, EXIT_OK
 from tasty_oneshot.jobs import Job
 from tasty_oneshot.ledger import AGENT_STATUSES, Ledger, StatusFacts, iso, open_ledger, utc
@@ -194,10 +194,7 @@ def write_table(reports: list[dict[str, Any]], days: int) -> None:
                 _short(item["next"]["at"]) if item["next"] else "-",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        sys.stdout.write("  ".join(cells).rstrip() + "\n")
+    terminal.write_table(rows)
     for item in reports:
         for fire in item["missed"][-5:]:
             sys.stdout.write(f"{item['job']}: missed {_short(fire)}\n")

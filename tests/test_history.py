@@ -1,5 +1,7 @@
 """The plain `history` table and its per-job totals, read from a real SQLite ledger."""
 
+import json
+import sqlite3
 from datetime import datetime
 
 from tasty_oneshot.history import history
@@ -48,3 +50,47 @@ def test_a_skip_or_lock_refusal_reason_is_redacted_in_the_ledger(tmp_path, monke
     reasons = [row["reason"] for row in ledger.runs()]
     ledger.close()
     assert reasons == ["held by ***", "held by ***"]
+
+
+# --- text from outside reaches no terminal raw ----------------------------------------------
+
+# Sets the window title, clears the screen, moves the cursor, and a C1 CSI.
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J\x1b[1;1H\x9b31m\r\nrow two"
+
+
+def test_history_and_status_tables_escape_control_characters_from_the_ledger(ws):
+    """A row written by another host, an import, or an MCP error message may carry terminal
+    escape sequences; the tables show them as escapes, `--json` as JSON escapes."""
+    ws.write(
+        "tasty-oneshot.yaml",
+        "model: test\n" + ws.fake_mcp_yaml() + "jobs:\n  check:\n    instructions: Check\n",
+    )
+    assert ws.cli("run", "--job", "check", "--ignore-market-hours").returncode == 0
+    ledger = sqlite3.connect(ws.state / "ledger.sqlite3")
+    with ledger:
+        ledger.execute("UPDATE runs SET reason = ?, status = ?", (HOSTILE, "ok\x1b[8m"))
+    ledger.close()
+    for args in (("history",), ("status",)):
+        result = ws.cli(*args)
+        assert result.returncode == 0, result.stderr
+        assert not any(ch in result.stdout for ch in "\x1b\x07\x9b\r"), (args, result.stdout)
+    table = ws.cli("history").stdout
+    assert "\\x1b]0;pwned\\x07\\x1b[2J" in table and "\\x9b31m" in table
+    assert "\\x1b[8m" in ws.cli("status").stdout
+    raw = ws.cli("history", "--json").stdout
+    assert "\x1b" not in raw and "\\u001b]0;pwned" in raw
+    assert json.loads(raw)[0]["reason"] == HOSTILE  # the JSON keeps the text itself
+
+
+def test_an_agents_output_reaches_stdout_with_its_control_characters_escaped(ws, stub):
+    ws.write(
+        "tasty-oneshot.yaml",
+        "model: openai-chat:stub\n" + ws.fake_mcp_yaml() + "jobs:\n  check:\n    instructions: C\n",
+    )
+    stub.mode("answer", "line one\tcell\n" + HOSTILE)
+    result = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout == "line one\tcell\n\\x1b]0;pwned\\x07\\x1b[2J\\x1b[1;1H\\x9b31m\nrow two\n"
+    )
+    assert ws.history()[0]["output"] == "line one\tcell\n" + HOSTILE  # the ledger keeps it whole
