@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import sys
+import unicodedata
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tasty_oneshot import paths
 from tasty_oneshot.env_file import load_env_file
 from tasty_oneshot.errors import EXIT_OK, UsageError
-from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job
+from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job, shown
 from tasty_oneshot.jobs_file import load_jobs_file, notify_sources
 from tasty_oneshot.notify import check_urls
 from tasty_oneshot.schedule import NYC, cron_fields, now_nyc
@@ -53,6 +54,7 @@ def generate_units(request: GenerateRequest) -> int:
     now = now_nyc()
     check_target_options(request)
     jobs, unscheduled = select_jobs(request)
+    refuse_control_characters(jobs, request)
     env_file = _env_file(request.env_file)
     for job in jobs:
         refuse_unhonourable(job, request.target, now)
@@ -81,6 +83,48 @@ def generate_units(request: GenerateRequest) -> int:
     if request.target == "systemd":
         sys.stdout.write(enable_commands(jobs, output_dir, request.system))
     return EXIT_OK
+
+
+def refuse_control_characters(jobs: list[Job], request: GenerateRequest) -> None:
+    """Refuse a path with a control character anywhere it would go into a unit, a crontab
+    line or the printed commands: a newline there ends the line and starts a directive of
+    its own (`EnvironmentFile=/a` then `ExecStartPre=...`)."""
+    for what, path in _written_paths(jobs, request):
+        bad = next((c for c in path if unicodedata.category(c) == "Cc"), None)
+        if bad is not None:
+            raise UsageError(
+                # Escaped, and long enough to show where (job names and keys get 80).
+                f"{what} '{repr(path[:300])[1:-1]}': a control character ({shown(bad)}) in a "
+                "path would break the unit or crontab line it goes into: rename or move it to "
+                "a path without one"
+            )
+
+
+def _written_paths(jobs: list[Job], request: GenerateRequest) -> list[tuple[str, str]]:
+    """(what names it, path) for each path the target writes out, absolute as written."""
+    found = [("--output-dir", request.output_dir)]
+    if request.target == "kubernetes":  # a manifest holds none of this host's paths
+        return [(what, path) for what, path in found if path is not None]
+    if request.env_file is not None:  # as given, then made absolute as the unit holds it
+        found.append(("--env-file", request.env_file))
+        found.append(("--env-file", str(Path(request.env_file).expanduser().absolute())))
+    config = paths.config_path(request.config)
+    if config is not None:
+        found.append((_config_named_by(request), str(config)))
+    for job in jobs:  # the service must reach the MCP server's command too
+        if job.mcp is not None and job.mcp.command is not None:
+            found.append((f"{_where(job)}: key 'mcp.command'", job.mcp.command))
+    found += [("the tasty-oneshot command", word) for word in tasty_oneshot_command()]
+    return [(what, path) for what, path in found if path is not None]
+
+
+def _config_named_by(request: GenerateRequest) -> str:
+    """Where the jobs file's path came from, as an error names it."""
+    if request.config:
+        return "--config"
+    if os.environ.get(paths.CONFIG_ENV):
+        return f"${paths.CONFIG_ENV}"
+    return "the jobs file"
 
 
 def enable_commands(jobs: list[Job], output_dir: Path, system: bool) -> str:
@@ -300,6 +344,7 @@ def kubernetes_text(jobs: list[Job], request: GenerateRequest, now: datetime) ->
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{source}: cannot read the jobs file: {exc}") from None
     secret = request.secret or kubernetes.DEFAULT_SECRET
+    refuse_literal_credentials(source, text, secret)
     try:
         documents = kubernetes.manifests(
             jobs, schedules, text, request.image or "", secret, request.namespace
@@ -307,6 +352,25 @@ def kubernetes_text(jobs: list[Job], request: GenerateRequest, now: datetime) ->
     except kubernetes.NameClash as exc:
         raise UsageError(f"{source}: {exc}") from None
     return kubernetes.stream(documents)
+
+
+def refuse_literal_credentials(source: Path, text: str, secret: str) -> None:
+    """The ConfigMap carries the jobs file as it is: refuse one that holds a credential as
+    text (a password or token in a ledger, notify, ping or mcp.url URL) instead of `${VAR}`."""
+    import yaml
+
+    try:
+        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (yaml.YAMLError, RecursionError, MemoryError, ValueError, OverflowError):
+        raise UsageError(f"{source}: the jobs file changed while it was read") from None
+    found = kubernetes.literal_credential(document)
+    if found is not None:
+        where, problem = found
+        raise UsageError(
+            f"{source}: {where}: {problem}, which the ConfigMap would show to anyone who can "
+            f"read it: write it as ${{VAR}} (the whole URL, or each secret part) and put VAR "
+            f"in the Secret {secret} (envFrom)"
+        )
 
 
 def warn_about_kubernetes(jobs: list[Job]) -> None:

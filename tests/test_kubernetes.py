@@ -665,3 +665,126 @@ def test_the_containerfiles_install_steps_build_an_environment_without_dev_tools
     assert package.startswith(str(venv)), package  # installed, not a link to the source
     assert dev_tools == []
     assert not any((venv / "bin" / tool).exists() for tool in ("pytest", "ruff", "mypy"))
+
+
+# --- no credential in the ConfigMap ------------------------------------------------------------
+
+# Passwords with every character that splits a URL somewhere else when it is not encoded.
+ODD_PASSWORDS = ["hunter2-0815", "p#ss-0815", "p?ss-0815", "pa/ss-0815", "p@ss-0815", "p%41ss-0815",
+                 "12/ss-0815", "p:ss-0815"]  # fmt: skip
+PING_TOKEN = "0c9a5a8a-1234-4b2e-9c1e-abcdef012345"
+JOB = "job 'futures': "
+# (the jobs file's top-level lines, the job's lines, the key the error names, the secret)
+LITERAL_CREDENTIALS = [
+    *(
+        (f'ledger: "postgresql://tasty:{pw}@db.example.org/tasty"', "", "key 'ledger'", pw)
+        for pw in ODD_PASSWORDS
+    ),
+    (
+        'ledger: "postgresql://tasty@db.example.org/tasty?sslmode=require&password=pg-q-0815"',
+        "", "key 'ledger'", "pg-q-0815",
+    ),
+    *(
+        ("", f'notify: ["${{NOTIFY_URL}}", "mailtos://alerts:{pw}@example.com"]',
+         "job 'futures': key 'notify' (item 2)", pw)
+        for pw in ODD_PASSWORDS
+    ),
+    # The README's own notify example.
+    ('notify: ["mailto://me:app-password@gmail.com"]', "", "key 'notify' (item 1)", "app-password"),
+    ("notify: ntfy://ntfy.sh/my-secret-topic-0815", "", "key 'notify'", "my-secret-topic-0815"),
+    ("", 'notify: ["tgram://123456789:AAHsecret0815/12345"]', f"{JOB}key 'notify' (item 1)",
+     "AAHsecret0815"),
+    ("", "notify: [ 'discord://4711/webhooksecret0815' ]", f"{JOB}key 'notify' (item 1)",
+     "webhooksecret0815"),
+    (f"ping: https://hc-ping.com/{PING_TOKEN}", "", "key 'ping'", PING_TOKEN),
+    ("", f"ping: https://hc-ping.com/{PING_TOKEN}", "job 'futures': key 'ping'", PING_TOKEN),
+    ("", "ping: https://hc-ping.com/${PING_KEY}/slug-0815", f"{JOB}key 'ping'", "slug-0815"),
+    # `$${...}` is the text `${...}`, not a reference: still written out.
+    ("", "ping: https://hc-ping.com/$${PING_UUID}", "job 'futures': key 'ping'", "PING_UUID"),
+    (
+        'mcp:\n  url: "https://mcp.example.org/${MCP_PATH}?token=mcp-token-0815"',
+        "", "key 'mcp.url'", "mcp-token-0815",
+    ),
+    (
+        "", 'mcp:\n  url: "https://bot:mcp#pass0815@mcp.example.org/${MCP_PATH}"',
+        "job 'futures': key 'mcp.url'", "mcp#pass0815",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("top", "job", "key", "secret"), LITERAL_CREDENTIALS, ids=range(len(LITERAL_CREDENTIALS))
+)
+def test_a_credential_written_out_in_the_jobs_file_is_refused(ws, top, job, key, secret):
+    ws.env.update(NOTIFY_URL="json://localhost/${X}", MCP_PATH="m", PING_KEY="k")
+    jobs = (
+        (top and top + "\n")
+        + "jobs:\n"
+        + GOOD_JOB
+        + "".join(f"    {line}\n" for line in job.splitlines())
+    )
+    error = refused(ws, jobs, "--all", "--image", IMAGE, "--secret", "trading-credentials")
+    assert secret not in error
+    assert ("job 'futures'" in error) == ("job 'futures'" in key), error
+    if "is not a valid Apprise URL" in error:  # Apprise itself refuses it first
+        assert "key 'notify': item 2 " in error and "(item 2)" in key, error
+        return
+    assert f"jobs.yaml: {key}: " in error, error
+    assert "${VAR}" in error and "Secret trading-credentials" in error, error
+
+
+# Values with every character that splits a URL, each supplied by the Secret.
+SECRET_VALUES = {
+    "PGPASSWORD": "p#s?s/w@r%d-pg-0815",
+    "PGUSER_PASSWORD": "u#s?e/r@p%w-0815",
+    "NOTIFY_PASSWORD": "n0tify%23pass-0815",
+    "NTFY_TOPIC": "secret-topic-0815",
+    "TELEGRAM_TOKEN": "123456789:AAHtelegram0815",
+    "HC_UUID": PING_TOKEN,
+    "PING_URL": "https://hc-ping.com/9d3f0815-aaaa-bbbb-cccc-0123456789ab",
+    "MCP_URL": "https://bot:mcp%40pass0815@mcp.example.org/s/mcp-path-0815/mcp",
+    "MCP_TOKEN": "mcp#tok?en/0815@%",
+    "MCP_PATH": "mcp-path-4711",
+}
+REFERENCED = (
+    'ledger: "postgresql://tasty:${PGPASSWORD}@db.example.org/tasty?sslmode=require'
+    '&sslpassword=${PGUSER_PASSWORD}"\n'
+    'ping: "https://hc-ping.com/${HC_UUID}"\n'
+    "notify:\n"
+    '  - "mailtos://alerts:${NOTIFY_PASSWORD}@example.com"\n'
+    '  - "ntfy://ntfy.sh/${NTFY_TOPIC}"\n'
+    '  - "tgram://${TELEGRAM_TOKEN}/${TELEGRAM_TOKEN}"\n'
+    "mcp:\n"
+    '  url: "${MCP_URL}"\n'
+    "jobs:\n"
+    "  futures:\n"
+    "    instructions: Check the futures  # $${NOT_A_REFERENCE} stays text\n"
+    "    hourly: true\n"
+    '    ping: "${PING_URL}"\n'
+    "  remote:\n"
+    "    instructions: Check the account\n"
+    "    daily: true\n"
+    "    mcp:\n"
+    '      url: "https://mcp.example.org:8443/${MCP_TOKEN}/${MCP_PATH}?token=${MCP_TOKEN}"\n'
+)
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_credentials_by_reference_pass_and_no_value_reaches_the_stream(ws, version):
+    ws.env.update(SECRET_VALUES)
+    ws.write("jobs.yaml", REFERENCED)
+    result = generate(ws, "--all", "--config", "jobs.yaml", "--image", IMAGE)
+    assert result.returncode == 0, result.stderr
+    from urllib.parse import quote, unquote
+
+    for value in SECRET_VALUES.values():
+        for form in {value, unquote(value), quote(value, safe="")}:
+            assert form not in result.stdout and form not in result.stderr, form
+    config_map, *cron_jobs = documents(result.stdout)
+    assert config_map["data"]["jobs.yaml"] == REFERENCED  # every `${VAR}` as written
+    assert len(cron_jobs) == 2
+    for doc in (config_map, *cron_jobs):
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']} {doc['metadata']['name']}: {exc.message}")

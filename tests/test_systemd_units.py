@@ -787,3 +787,34 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(ws, args, names):
     assert " - ERROR - " in line and names in line, line
     assert snapshot(ws.root) == before
     assert (out / "keep.txt").read_text() == "kept\n"
+
+
+# Odd but legal: spaces, both quotes, `%` and `$` (specifiers and variables to systemd), a
+# backslash, a `;`, a `#`, non-ASCII. Control characters are refused (tests/test_unit_paths.py).
+ODD_DIRS = [
+    "it's \"odd\" 100%n $USER",
+    "back\\slash; #hash",
+    "naïve café",
+]
+
+
+@pytest.mark.parametrize("odd_name", ODD_DIRS, ids=range(len(ODD_DIRS)))
+def test_odd_but_legal_paths_reach_the_units_intact_and_verify(ws, odd_name):
+    odd = ws.root / odd_name
+    odd.mkdir()
+    shutil.copy(JOBS, odd / "jobs.yaml")
+    env_file = odd / "creds.env"
+    env_file.write_text("TASTYTRADE_CLIENT_SECRET=x\n")
+    env_file.chmod(0o600)
+    out = odd / "units"
+    files = generate(
+        ws, out, "--job", "morning-check", "--config", str(odd / "jobs.yaml"),
+        "--env-file", str(env_file),
+    )  # fmt: skip
+    service = parse_unit(files["tasty-oneshot-morning-check.service"])
+    args = parse_run(systemd_words(service["Service"]["ExecStart"][0]))
+    assert args.config == str(odd / "jobs.yaml")
+    [environment_file] = service["Service"]["EnvironmentFile"]
+    assert _specifiers(environment_file) == str(env_file)
+    if SYSTEMD_ANALYZE:
+        verify(out, *files)

@@ -11,10 +11,13 @@ caches) in an emptyDir that goes with the pod.
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
-from tasty_oneshot.jobs import Job
+from tasty_oneshot.jobs import Job, shown
+from tasty_oneshot.jobs_file import VARIABLE
 from tasty_oneshot.schedule import NYC
 from tasty_oneshot.units import crontab
 
@@ -89,6 +92,109 @@ def postgres_ledger(file_ledger: str | None) -> bool:
     top-level `ledger` names one."""
     urls = (os.environ.get(LEDGER_ENV) or "", file_ledger or "")
     return any(url.startswith(POSTGRES) for url in urls)
+
+
+# Stands for a `${VAR}` reference while a URL is taken apart (a private-use character).
+REFERENCE = "\ue000"
+LIBPQ_PASSWORDS = ("password", "sslpassword")  # query keys libpq reads a password from
+
+
+def literal_credential(document: Any) -> tuple[str, str] | None:
+    """The first URL of the jobs file, as it is on disk (`${VAR}` unresolved), that holds a
+    credential as text, as (where and key, what): the ConfigMap carries the file verbatim.
+    A `ledger` URL must not hold its password as text; a `ping`, `notify` or `mcp.url` URL
+    is the secret itself (a ping URL's path is its check's token; Apprise URLs carry tokens
+    in the host, path and query), so all but its scheme, user name, host name and port must
+    be `${VAR}`."""
+    if not isinstance(document, dict):
+        return None
+    jobs = document.get("jobs")
+    places = [("", document)]
+    if isinstance(jobs, dict):
+        places += [(f"job '{shown(name)}': ", keys) for name, keys in jobs.items()]
+    for where, keys in places:
+        for key, url, whole in _credential_urls(keys, top=not where):
+            problem = _credential_in(url, whole)
+            if problem is not None:
+                return f"{where}{key}", problem
+    return None
+
+
+def _credential_urls(keys: Any, top: bool) -> Iterator[tuple[str, str, bool]]:
+    """(key as an error names it, URL, whether the whole URL is a secret) of one place."""
+    if not isinstance(keys, dict):
+        return
+    if top and isinstance(keys.get("ledger"), str):
+        yield "key 'ledger'", keys["ledger"], False
+    notify = keys.get("notify")
+    if isinstance(notify, str):
+        yield "key 'notify'", notify, True
+    elif isinstance(notify, list):
+        for index, url in enumerate(notify):
+            if isinstance(url, str):
+                yield f"key 'notify' (item {index + 1})", url, True
+    if isinstance(keys.get("ping"), str):
+        yield "key 'ping'", keys["ping"], True
+    mcp = keys.get("mcp")
+    if isinstance(mcp, dict) and isinstance(mcp.get("url"), str):
+        yield "key 'mcp.url'", mcp["url"], True
+
+
+def _credential_in(url: str, whole: bool) -> str | None:
+    """What of `url` is a credential written as text, or None. The URL is read both as
+    Python (and Apprise) and as libpq split one, so a password with an unencoded `#`, `?`,
+    `/` or `@` in it is found whichever way it is read."""
+    marked = VARIABLE.sub(
+        lambda m: m[0][1:] if m[1] else REFERENCE, url.strip().replace(REFERENCE, "\ufffd")
+    )
+    try:
+        parts = urlsplit(marked)
+    except ValueError:  # e.g. an unbalanced `[`: no telling what is what
+        return "it cannot be read as a URL, so it may hold a credential as text"
+    user, at, _ = marked.split("://", 1)[-1].partition("@")
+    libpq = user.partition(":")[2] if at and "/" not in user else ""  # up to the first `@`
+    query = _query(parts.query)
+    passwords = [parts.password or "", libpq]
+    passwords += [value for key, value in query if key in LIBPQ_PASSWORDS]
+    if any(map(_literal, passwords)):
+        return "its password is written out"
+    host, port = _host_and_port(parts.netloc.rpartition("@")[2])
+    if _literal(port) and not port.isdigit():  # `user:pa/ss@host`: the password ends at `/`
+        return "its port holds text (a password with a `/` in it, or a token)"
+    if not whole:
+        # The database name is no secret, but a `@` after the host is a password's.
+        return "its password is written out" if "@" in parts.path + parts.query else None
+    if _literal(host) and "." not in host and host != "localhost" and not host.startswith("["):
+        return "its host is a token written out"
+    if any(_literal(segment) for segment in parts.path.split("/")):
+        return "its path is written out (such a URL carries its token there)"
+    if any(_literal(value) for _, value in query) or _literal(parts.fragment):
+        return "its query is written out (such a URL carries its token there)"
+    return None
+
+
+def _query(text: str) -> list[tuple[str, str]]:
+    """A query's (key, value) pairs, keys decoded as libpq decodes them; an item without `=`
+    is a value of its own (a bare token)."""
+    pairs = []
+    for item in text.split("&"):
+        key, equals, value = item.partition("=")
+        pairs.append((unquote(key), value) if equals else ("", key))
+    return pairs
+
+
+def _host_and_port(host_port: str) -> tuple[str, str]:
+    """A URL's host and port as written (`[::1]:80`, `host:80`, `host`)."""
+    if host_port.startswith("["):
+        address, _, after = host_port.partition("]")
+        return address + "]", after.removeprefix(":")
+    host, _, port = host_port.partition(":")
+    return host, port
+
+
+def _literal(part: str) -> bool:
+    """Whether a part of a URL holds text besides `${VAR}` references."""
+    return bool(part.replace(REFERENCE, ""))
 
 
 def config_map(jobs_text: str, namespace: str | None) -> dict[str, Any]:
