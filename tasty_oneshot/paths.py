@@ -26,9 +26,9 @@ def config_path(explicit: str | None) -> Path | None:
     """
     named = explicit or os.environ.get(CONFIG_ENV)
     if named:
-        path = Path(named).expanduser()
+        source = "--config" if explicit else f"${CONFIG_ENV}"
+        path = given_path(source, named)
         if not path.is_file():
-            source = "--config" if explicit else f"${CONFIG_ENV}"
             problem = "is a directory, not a jobs file" if path.is_dir() else "jobs file not found"
             raise UsageError(f"{path}: {problem} (from {source})")
         return path.absolute()
@@ -38,6 +38,20 @@ def config_path(explicit: str | None) -> Path | None:
     xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     candidate = xdg / "tasty-oneshot" / "jobs.yaml"
     return candidate.absolute() if candidate.is_file() else None
+
+
+def given_path(source: str, text: str) -> Path:
+    """A path given by a flag or variable (`source`), `~` expanded; a usage error naming the
+    source when it cannot be a path (too long, control characters, an unknown `~user`)."""
+    raw = os.fsencode(text)
+    if len(raw) >= 4096 or any(len(part) > 255 for part in raw.split(b"/")):
+        raise UsageError(f"{source}: too long to be a path ({text[:40]!r}...)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise UsageError(f"{source}: {text[:60]!r} has a control character: not a usable path")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:  # ~user that does not exist, or no home directory
+        raise UsageError(f"{source}: {text[:60]!r}: {exc}") from None
 
 
 def where_looked() -> str:
@@ -53,7 +67,9 @@ def state_dir() -> Path:
     """The state directory (locks, run ledger, caches): created with mode 0700 when missing,
     else checked like every directory in it (see private_dir)."""
     if os.environ.get(STATE_ENV):
-        path = Path(os.environ[STATE_ENV])
+        path = given_path(f"${STATE_ENV}", os.environ[STATE_ENV])
+        if not path.is_absolute():  # a timer's working directory is not this shell's
+            raise UsageError(f"${STATE_ENV}: {str(path)[:60]!r} is not an absolute path")
     elif os.environ.get("STATE_DIRECTORY"):
         # systemd's StateDirectory= may list several, separated by ':'; the first is ours.
         path = Path(os.environ["STATE_DIRECTORY"].split(":")[0])

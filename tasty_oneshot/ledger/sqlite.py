@@ -6,6 +6,7 @@ directory. Every SQLite failure becomes one line naming the file and what to do.
 """
 
 import contextlib
+import math
 import os
 import sqlite3
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tasty_oneshot import paths
-from tasty_oneshot.errors import StateFault
+from tasty_oneshot.errors import StateFault, UsageError
 from tasty_oneshot.ledger import (
     ABANDONED_MARKED,
     ABANDONED_SHOWN,
@@ -88,14 +89,23 @@ T = TypeVar("T")
 
 
 def wait_seconds() -> float:
-    try:
-        return min(max(float(os.environ.get(WAIT_ENV, DEFAULT_WAIT)), 0.1), 3600.0)
-    except ValueError:
+    """$TASTY_ONESHOT_LEDGER_WAIT, else 10: how long to wait for a ledger held locked. A value
+    that is not a number of seconds from 0.1 to 3600 is a usage error (empty: unset)."""
+    text = os.environ.get(WAIT_ENV)
+    if not text:
         return DEFAULT_WAIT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0.1 <= seconds <= 3600.0:  # nan and inf too
+        raise UsageError(f"${WAIT_ENV}: {text[:20]!r} is not a number of seconds from 0.1 to 3600")
+    return seconds
 
 
 class SqliteLedger:
     def __init__(self, state: Path) -> None:
+        wait_seconds()  # a bad $TASTY_ONESHOT_LEDGER_WAIT is exit 2 before any file is made
         self.state = state
         self.path = state / FILE_NAME
         self.where = str(self.path)
