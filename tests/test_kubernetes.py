@@ -671,7 +671,7 @@ def test_the_containerfiles_install_steps_build_an_environment_without_dev_tools
 
 # Passwords with every character that splits a URL somewhere else when it is not encoded.
 ODD_PASSWORDS = ["hunter2-0815", "p#ss-0815", "p?ss-0815", "pa/ss-0815", "p@ss-0815", "p%41ss-0815",
-                 "12/ss-0815", "p:ss-0815"]  # fmt: skip
+                 "12/ss-0815", "12#ss-0815", "pa/s#s-0815", "p:ss-0815"]  # fmt: skip
 PING_TOKEN = "0c9a5a8a-1234-4b2e-9c1e-abcdef012345"
 JOB = "job 'futures': "
 # (the jobs file's top-level lines, the job's lines, the key the error names, the secret)
@@ -699,6 +699,8 @@ LITERAL_CREDENTIALS = [
     (f"ping: https://hc-ping.com/{PING_TOKEN}", "", "key 'ping'", PING_TOKEN),
     ("", f"ping: https://hc-ping.com/{PING_TOKEN}", "job 'futures': key 'ping'", PING_TOKEN),
     ("", "ping: https://hc-ping.com/${PING_KEY}/slug-0815", f"{JOB}key 'ping'", "slug-0815"),
+    # A host name without a dot is a token (Apprise's tgram://TOKEN, pover://USER@TOKEN).
+    ("", "ping: https://pingtokenhost0815/${PING_KEY}", f"{JOB}key 'ping'", "pingtokenhost0815"),
     # `$${...}` is the text `${...}`, not a reference: still written out.
     ("", "ping: https://hc-ping.com/$${PING_UUID}", "job 'futures': key 'ping'", "PING_UUID"),
     (
