@@ -76,3 +76,13 @@ def test_run_with_an_empty_key_is_the_missing_key_error(ws, key):
     assert line.startswith("ERROR - job check: OPENAI_API_KEY not set"), line
     assert outcome(ws, key, *args) == missing
     assert ws.history() == []  # nothing ran: no row, no slot used up
+
+
+def test_an_empty_key_in_dotenv_is_no_key_either(ws):
+    """`OPENAI_API_KEY=` in ./.env sets the variable to "": the same as not setting it."""
+    jobs_file(ws)
+    args = ("generate-units", "--job", "check", *GENERATE["systemd"])
+    missing = outcome(ws, None, *args)
+    assert missing[0] == 0, missing
+    ws.write(".env", "OPENAI_API_KEY=\n")
+    assert outcome(ws, None, *args) == missing
