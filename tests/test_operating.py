@@ -41,7 +41,20 @@ def scheduled(ws, job: str, at: str) -> None:
     assert ws.history("--limit", "1")[0]["status"] == "ok"
 
 
+def no_timers(ws) -> None:
+    """This host as status asks it: no crontab (a fake `crontab` says so, whatever the real
+    host has) and no user units (XDG_CONFIG_HOME is the test's own)."""
+    fake = ws.root.parent / "bin"
+    if not fake.exists():
+        fake.mkdir()
+        crontab = fake / "crontab"
+        crontab.write_text('#!/bin/sh\necho "no crontab for $(id -un)" >&2\nexit 1\n')
+        crontab.chmod(0o755)
+        ws.env["PATH"] = f"{fake}{os.pathsep}{ws.env['PATH']}"
+
+
 def status(ws, *args: str, at: str) -> tuple[int, list[dict]]:
+    no_timers(ws)
     result = ws.cli("status", "--json", *args, at=at)
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
@@ -72,7 +85,8 @@ def test_status_lists_the_slots_that_should_have_run_and_did_not(ran_some_slots)
     # Thanksgiving (11-26) is closed all day, and 11-27 closes at 13:00: no 2pm slots then.
     assert by_job["late"]["missed"] == ["2026-12-01T14:00:00-05:00"]
     assert by_job["check"]["state"] == by_job["late"]["state"] == "missed"
-    assert by_job["idle"]["state"] == "never-run" and by_job["idle"]["missed"] == []
+    # Neither a timer here nor a scheduled run: not installed (no install time: none missed).
+    assert by_job["idle"]["state"] == "not-installed" and by_job["idle"]["missed"] == []
     assert by_job["by-hand"]["next"] is None and by_job["by-hand"]["state"] == "never-run"
     check = by_job["check"]
     assert check["last"]["status"] == "ok" and check["last"]["slot"] == "2026-12-01T10:00:00-05:00"
@@ -80,7 +94,7 @@ def test_status_lists_the_slots_that_should_have_run_and_did_not(ran_some_slots)
     assert check["failures_in_a_row"] == 0
     assert check["next"]["at"] == "2026-12-02T10:00:00-05:00" and check["next"]["will_run"]
     assert check["schedule"] == "daily NYC, anchored at 10am"
-    assert check["timer"] in ("enabled", "installed", "absent", "unknown")
+    assert {item["timer"] for item in reports} == {"absent"}  # the scheduled runs count
     assert code == 0  # without --check
 
 
@@ -93,10 +107,15 @@ def test_status_check_exits_1_when_a_job_missed_a_slot_and_0_when_none_did(ran_s
     assert code == 0 and reports[0]["missed"] == [] and reports[0]["state"] == "ok"
 
 
-def test_status_of_an_empty_ledger_is_never_run_and_the_table_has_a_line_per_job(ws):
+def test_status_with_no_timer_and_no_runs_is_not_installed_and_the_table_has_a_line_per_job(ws):
     jobs_file(ws)
     code, reports = status(ws, at="2026-12-01 19:30:00")
-    assert code == 0 and {item["state"] for item in reports} == {"never-run"}
+    states = {item["job"]: item["state"] for item in reports}
+    assert states == {"by-hand": "never-run", "check": "not-installed", "idle": "not-installed",
+                      "late": "not-installed"}  # fmt: skip
+    assert code == 0  # without --check
+    assert status(ws, "--check", at="2026-12-01 19:30:00")[0] == 1
+    assert status(ws, "--check", "--job", "by-hand", at="2026-12-01 19:30:00")[0] == 0
     table = ws.cli("status", at="2026-12-01 19:30:00")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
