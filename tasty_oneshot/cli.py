@@ -246,6 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--check", action="store_true", help="exit 1 when a job is failing or missed a slot"
     )
+    doctor = _command(commands, "doctor", "check what a timer's run of each job will meet")
+    doctor.add_argument(
+        "--job", metavar="NAME", action="append", default=[], help="a job (repeatable)"
+    )
+    doctor.add_argument("--config", metavar="FILE", help="the jobs file")
+    doctor.add_argument("--env-file", metavar="FILE", help="the env file the units pass")
+    doctor.add_argument("--json", action="store_true")
     return parser
 
 
@@ -401,6 +408,10 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
             return status(
                 selected, args.days, args.json, args.check, configured_ledger(args.config)
             )
+        if args.command == "doctor":
+            from tasty_oneshot.doctor import doctor
+
+            return doctor(args.job, args.config, args.env_file, args.json)
         if args.command == "ledger":
             from tasty_oneshot.ledger_import import import_ledger
             from tasty_oneshot.runner import configured_ledger
