@@ -144,9 +144,8 @@ def _credential_in(url: str, whole: bool) -> str | None:
     """What of `url` is a credential written as text, or None. The URL is read both as
     Python (and Apprise) and as libpq split one, so a password with an unencoded `#`, `?`,
     `/` or `@` in it is found whichever way it is read."""
-    marked = VARIABLE.sub(
-        lambda m: m[0][1:] if m[1] else REFERENCE, url.strip().replace(REFERENCE, "\ufffd")
-    )
+    text = url.strip().replace(REFERENCE, "\ufffd")  # a REFERENCE written in the file is text
+    marked = VARIABLE.sub(lambda m: m[0][1:] if m[1] else REFERENCE, text)
     try:
         parts = urlsplit(marked)
     except ValueError:  # e.g. an unbalanced `[`: no telling what is what
