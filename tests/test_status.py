@@ -61,7 +61,9 @@ def nyc(day: str, wall: str = "10:00") -> str:
 class Host:
     """This host as `status` asks it: unit files, a crontab, the ledger."""
 
-    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    def __init__(
+        self, root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         self.root = root
         self.capsys = capsys
         self.units = root / "config/systemd/user"
@@ -146,7 +148,9 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path, monkeypatch, capsys) -> Host:
+def host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Host:
     if shutil.which("systemctl") is None:
         pytest.skip("systemctl is not installed")
     return Host(tmp_path, monkeypatch, capsys)
@@ -283,6 +287,29 @@ def test_a_timer_in_either_place_counts_and_nothing_to_ask_is_unknown(host, monk
     assert code == 1
 
 
+def test_a_system_timer_counts_too_and_enabled_in_one_scope_is_enabled(host, monkeypatch):
+    host.unit("check", "disabled", written="2026-12-01 16:00:00")  # the user's: not enabled
+    host.unit("any-hour", "disabled", written="2026-12-01 16:00:00")
+    asked = status_module._systemd_timers
+    system = {
+        "tasty-oneshot-check.timer": status_module.Timer("enabled", at("2026-11-30 16:00:00")),
+        "tasty-oneshot-by-hand.timer": status_module.Timer("installed"),
+    }
+    monkeypatch.setattr(
+        status_module,
+        "_systemd_timers",
+        lambda scope: system if scope == "--system" else asked(scope),
+    )  # as `systemctl --system list-unit-files` would say, where a manager answers
+    code, jobs = host.status(NOW)
+    assert {job: item["timer"] for job, item in jobs.items()} == {
+        "any-hour": "installed",
+        "by-hand": "installed",
+        "check": "enabled",
+    }
+    assert jobs["check"]["missed"] == [nyc("2026-12-01")]  # from the system unit's time
+    assert jobs["any-hour"]["state"] == "not-installed" and code == 1
+
+
 # --- states ------------------------------------------------------------------------------------
 
 
@@ -320,6 +347,10 @@ def test_failures_are_not_counted_past_an_ok(host):
     code, jobs = host.status(NOW, "check")
     assert jobs["check"]["failures_in_a_row"] == 3 and jobs["check"]["state"] == "failing"
     assert code == 1
+    # The same arithmetic on any list the ledger gives, newest first; a running run is skipped.
+    count = status_module.failures_in_a_row
+    assert count(["running", "failed", "abandoned", "ok", "failed", "timeout"]) == 2
+    assert count(["ok", "failed"]) == 0
 
 
 # --- the table ---------------------------------------------------------------------------------
