@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true")
     status.add_argument(
-        "--check", action="store_true", help="exit 1 when a job is failing or missed a slot"
+        "--check",
+        action="store_true",
+        help="exit 1 when a job is failing, missed a slot, or is not installed",
     )
     doctor = _command(commands, "doctor", "check what a timer's run of each job will meet")
     doctor.add_argument(
