@@ -792,7 +792,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(ws, args, names):
 # Odd but legal: spaces, both quotes, `%` and `$` (specifiers and variables to systemd), a
 # backslash, a `;`, a `#`, non-ASCII. Control characters are refused (tests/test_unit_paths.py).
 ODD_DIRS = [
-    "it's \"odd\" 100%n $USER",
+    'it\'s "odd" 100%n $USER',
     "back\\slash; #hash",
     "naïve café",
 ]
