@@ -65,7 +65,7 @@ _days = _typed(int, jobs.whole(1, 366))
 
 
 EXIT_CODES = """\
-exit status:
+exit status of run:
   0        the agent ran and finished, or the run was deliberately skipped
   1        the run failed, or a fault of the surroundings (ledger, disk) stopped it
   2        usage or configuration error: nothing ran
@@ -73,6 +73,29 @@ exit status:
   124      the run passed its timeout and was stopped
   129/130/143  interrupted by SIGHUP / SIGINT / SIGTERM
 """
+
+
+# The other commands' exit status: each says its own, not run's.
+PLAIN_EXIT = """\
+exit status:
+  0        done
+  1        a fault of the surroundings (ledger, disk) stopped it
+  2        usage or configuration error
+"""
+STATUS_EXIT = """\
+exit status:
+  0        done (with --check: no listed job is failing, missed or not installed)
+  1        with --check: a listed job is failing, missed a slot, or is not installed;
+           or a fault of the surroundings (ledger, disk)
+  2        usage or configuration error
+"""
+DOCTOR_EXIT = """\
+exit status:
+  0        no check failed (warnings allowed)
+  1        a check failed
+  2        usage error, or an env file that is missing or unreadable
+"""
+JSON_HELP = "print JSON instead of text"
 
 
 def _add_schedule_flags(parser: argparse.ArgumentParser) -> None:
@@ -113,12 +136,12 @@ def _add_job_selection(parser: argparse.ArgumentParser, *, many: bool = False) -
     parser.add_argument("--config", metavar="FILE", help="the jobs file")
 
 
-def _command(commands: Any, name: str, help: str) -> _Parser:
+def _command(commands: Any, name: str, help: str, epilog: str = PLAIN_EXIT) -> _Parser:
     parser: _Parser = commands.add_parser(
         name,
         help=help,
         description=help,
-        epilog=EXIT_CODES,
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return parser
@@ -134,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tasty-oneshot {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
 
-    run = _command(commands, "run", "resolve exactly one run and exit")
+    run = _command(commands, "run", "resolve exactly one run and exit", EXIT_CODES)
     _add_job_selection(run)
     run.add_argument("--env-file", metavar="FILE", help="dotenv file loaded first")
     _add_schedule_flags(run)
@@ -186,7 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_job_selection(units, many=True)
     _add_schedule_flags(units)
-    units.add_argument("--target", choices=("systemd", "crontab", "kubernetes"), required=True)
+    units.add_argument(
+        "--target",
+        choices=("systemd", "crontab", "kubernetes"),
+        required=True,
+        help="what to generate",
+    )
     units.add_argument("--output-dir", metavar="DIR", help="write files here (else print)")
     scope = units.add_mutually_exclusive_group()
     scope.add_argument("--user", action="store_true", help="user units (the default)")
@@ -210,15 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     upcoming.add_argument(
         "--count", type=_count, metavar="N", default=10, help="fire times (default 10)"
     )
-    upcoming.add_argument("--json", action="store_true")
+    upcoming.add_argument("--json", action="store_true", help=JSON_HELP)
 
     history = _command(commands, "history", "read the run ledger")
     history.add_argument("--job", metavar="NAME", help="only this job's runs")
     history.add_argument("--status", choices=ledger_statuses(), help="only runs that ended so")
     history.add_argument("--limit", type=_limit, metavar="N", default=20, help="rows (default 20)")
     history.add_argument("--since", metavar="DATE", help="YYYY-MM-DD (NYC) or ISO-8601")
-    history.add_argument("--config", metavar="FILE")
-    history.add_argument("--json", action="store_true")
+    history.add_argument(
+        "--config", metavar="FILE", help="the jobs file (its `ledger` key; else the state dir's)"
+    )
+    history.add_argument("--json", action="store_true", help=JSON_HELP)
 
     ledger = _command(commands, "ledger", "the run ledger itself")
     ledger_commands = ledger.add_subparsers(
@@ -230,7 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("file", metavar="FILE", help="a ledger.sqlite3")
     importing.add_argument("--config", metavar="FILE", help="the jobs file (its `ledger` key)")
 
-    status = _command(commands, "status", "every job at a glance: last run, missed slots")
+    status = _command(
+        commands, "status", "every job at a glance: last run, missed slots", STATUS_EXIT
+    )
     status.add_argument(
         "--job", metavar="NAME", action="append", default=[], help="a job (repeatable)"
     )
@@ -242,19 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=7,
         help="look back N days for missed slots (default 7)",
     )
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
     status.add_argument(
         "--check",
         action="store_true",
         help="exit 1 when a job is failing, missed a slot, or is not installed",
     )
-    doctor = _command(commands, "doctor", "check what a timer's run of each job will meet")
+    doctor = _command(
+        commands, "doctor", "check what a timer's run of each job will meet", DOCTOR_EXIT
+    )
     doctor.add_argument(
         "--job", metavar="NAME", action="append", default=[], help="a job (repeatable)"
     )
     doctor.add_argument("--config", metavar="FILE", help="the jobs file")
     doctor.add_argument("--env-file", metavar="FILE", help="the env file the units pass")
-    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--json", action="store_true", help=JSON_HELP)
     return parser
 
 

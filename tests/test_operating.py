@@ -3,6 +3,7 @@ server, live progress in the log, journald priorities, and the first-run traps, 
 the real CLI. Times are faked with faketime and read as UTC (New York is UTC-5 here).
 """
 
+import argparse
 import fcntl
 import json
 import os
@@ -370,3 +371,23 @@ def test_history_duration_status_filter_and_the_ledger_it_read(ws):
     assert [row["status"] for row in only] == ["skipped"]
     totals = ws.cli("history").stdout.split("totals")[1].splitlines()
     assert totals[2].split()[:3] == ["check", "1", "1"]  # one run, one skip
+
+
+def test_each_commands_help_gives_its_own_exit_status_and_every_option_a_word():
+    """`history --help` does not repeat run's table (no 75, no 124); `status --help` says
+    what --check's exit 1 means; no option is left without a help text."""
+    from tasty_oneshot.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in commands.choices.items():
+        epilog = sub.epilog or ""
+        if name == "run":
+            assert "124" in epilog and "75" in epilog
+        elif name != "ledger":
+            assert "exit status" in epilog and "124" not in epilog and "75 " not in epilog, name
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings[0]} has no help text"
+    assert "not installed" in commands.choices["status"].epilog
+    assert "a check failed" in commands.choices["doctor"].epilog
