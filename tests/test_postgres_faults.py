@@ -7,11 +7,13 @@ Each "host" is a CLI under a UTS namespace of its own (see tests/test_postgres_l
 """
 
 import json
+import time
 from urllib.parse import unquote
 
 import psycopg
 import pytest
 from conftest import closed_port
+from tcp_proxy import Proxy
 from test_postgres_ledger import (  # noqa: F401 (fixtures)
     DAILY_930,
     OPEN_MONDAY,
@@ -25,6 +27,7 @@ from test_postgres_ledger import (  # noqa: F401 (fixtures)
     pg,
     query,
 )
+from test_run_lifecycle import wait_for
 
 from tasty_oneshot.ledger.postgres import lock_key
 
@@ -112,3 +115,163 @@ def test_a_password_libpq_would_misread_is_refused_without_showing_any_of_it(ws,
     pieces = [password, *password.replace("@", "/").split("/")[1:]]
     for piece in pieces:
         assert_nowhere(piece, [refused.stderr, kept.stderr, refused.stdout], ws.state)
+
+
+# --- hosts that fire the same slot ---------------------------------------------------------------
+
+
+def test_a_host_that_fires_the_slot_while_another_runs_it_skips_as_already_done(ws, pg):
+    go = ws.root / "go"
+    jobs_file(ws, "--wait-for", str(go), job=DAILY_930)
+    a, b, c = hosts(ws, "host-a", "host-b", "host-c")
+    first = a.popen(*SCHEDULED, at=OPEN_MONDAY)
+    try:
+        wait_for(lambda: ws.calls(), "host A's agent to start", proc=first)
+        late = b.cli(*SCHEDULED, at="2026-11-30 14:33:00")  # 9:33, within max_delay
+    finally:
+        go.write_text("go")
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    assert late.returncode == 0, late.stderr  # not 75: the slot, not the lock, decided
+    assert "skipped: slot 2026-11-30T09:30:00-05:00 already done" in late.stderr
+    assert late.stdout == ""
+    straggler = c.cli(*SCHEDULED, at="2026-11-30 14:34:00")  # after A ended
+    assert straggler.returncode == 0 and "already done" in straggler.stderr, straggler.stderr
+    assert len(ws.server_starts()) == 1
+    rows = c.history()
+    assert [(row["host"], row["status"]) for row in rows] == [
+        ("host-c", "skipped"),
+        ("host-b", "skipped"),
+        ("host-a", "ok"),
+    ]
+
+
+def test_a_scheduled_run_refused_the_lock_leaves_its_slot_to_a_straggler(ws, pg):
+    go = ws.root / "go"
+    jobs_file(ws, "--wait-for", str(go), job=DAILY_930)
+    a, b, c = hosts(ws, "host-a", "host-b", "host-c")
+    by_hand = a.popen(*RUN)  # not scheduled: holds the job's lock, claims no slot
+    try:
+        wait_for(lambda: ws.calls(), "the run by hand to start its agent", proc=by_hand)
+        refused = b.cli(*SCHEDULED, at=OPEN_MONDAY)
+        assert refused.returncode == 75, refused.stderr
+        assert "locked: another run of check holds its lock" in refused.stderr
+    finally:
+        go.write_text("go")
+        by_hand.communicate(timeout=60)
+    assert by_hand.returncode == 0
+    straggler = c.cli(*SCHEDULED, at="2026-11-30 14:33:00")  # the slot is still free
+    assert straggler.returncode == 0, straggler.stderr
+    assert "account_overview" in straggler.stdout
+    rows = c.history()
+    assert [(row["host"], row["status"]) for row in rows] == [
+        ("host-c", "ok"),
+        ("host-b", "locked"),
+        ("host-a", "ok"),
+    ]
+    assert rows[0]["slot"] == "2026-11-30T09:30:00-05:00"
+
+
+@pytest.mark.parametrize("second", ["fired-together", "refused-the-lock"])
+def test_with_sqlite_the_slot_is_claimed_before_the_lock_too(ws, second):
+    go = ws.root / "go"
+    jobs_file(ws, "--wait-for", str(go), job=DAILY_930)
+    first = ws.popen(*(SCHEDULED if second == "fired-together" else RUN), at=OPEN_MONDAY)
+    try:
+        wait_for(lambda: ws.calls(), "the first run to start its agent", proc=first)
+        again = ws.cli(*SCHEDULED, at="2026-11-30 14:32:00")
+    finally:
+        go.write_text("go")
+        first.communicate(timeout=60)
+    assert first.returncode == 0
+    if second == "fired-together":
+        assert again.returncode == 0, again.stderr
+        assert "skipped: slot 2026-11-30T09:30:00-05:00 already done" in again.stderr
+        return
+    assert again.returncode == 75, again.stderr
+    straggler = ws.cli(*SCHEDULED, at="2026-11-30 14:33:00")
+    assert straggler.returncode == 0 and "account_overview" in straggler.stdout, straggler.stderr
+    assert [row["status"] for row in ws.history()] == ["ok", "locked", "ok"]
+
+
+# --- a server that stops answering -------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(cluster):
+    made = Proxy(cluster.port)
+    yield made
+    made.close()
+
+
+def test_a_server_that_stops_answering_while_the_run_records_costs_no_outcome(
+    ws, pg, cluster, proxy
+):
+    ws.env["TASTY_ONESHOT_LEDGER"] = pg.replace(f":{cluster.port}/", f":{proxy.port}/")
+    ws.env["TASTY_ONESHOT_LEDGER_WAIT"] = "60"  # the run's own timeout must bound it
+    go = ws.root / "go"
+    jobs_file(ws, "--wait-for", str(go), job="    timeout: 30\n")
+    started = time.monotonic()
+    run = ws.popen(*RUN)
+    wait_for(lambda: ws.calls(), "the agent's first tool call", proc=run)
+    proxy.stop_forwarding()
+    go.write_text("go")
+    out, err = run.communicate(timeout=120)  # without a bound: still waiting here
+    assert time.monotonic() - started < 30 + 10  # its timeout, a moment to record, a CLI
+    assert run.returncode == 0, err  # the agent's own exit code
+    assert "account_overview" in out
+    [kept] = (ws.state / "spool").glob("*.json")
+    assert f"the outcome is kept in {kept}" in err and "no answer within" in err, err
+    assert "Traceback" not in err
+    proxy.forward()
+    [row] = ws.history()  # the next invocation that connects writes it in
+    assert row["status"] == "ok" and "account_overview" in row["output"], row
+    assert list((ws.state / "spool").glob("*.json")) == []
+
+
+# --- a restart of the server ----------------------------------------------------------------
+
+
+def renewed_since_the_restart(url: str) -> bool:
+    """Whether a lease was renewed from a session of the server's present life."""
+    try:
+        [(count,)] = query(
+            url,
+            "SELECT count(*) FROM tasty_oneshot_leases"
+            " WHERE backend_start >= pg_postmaster_start_time()",
+        )
+    except psycopg.OperationalError:  # still starting
+        return False
+    return count > 0
+
+
+def test_one_run_of_a_job_across_hosts_holds_across_a_restart_of_the_server(ws, own_cluster):
+    url = ws.env["TASTY_ONESHOT_LEDGER"]
+    go = ws.root / "go"
+    jobs_file(ws, "--wait-for", str(go))
+    a, b = hosts(ws, "host-a", "host-b")
+    run_a = a.popen(*RUN)
+    try:
+        wait_for(lambda: ws.calls(), "host A's agent to start", proc=run_a)
+        own_cluster.restart()  # drops A's session, and with it the advisory lock
+        refused = b.cli(*RUN)
+        assert refused.returncode == 75, refused.stderr
+        assert "locked: another run of check holds its lock" in refused.stderr
+        assert run_a.poll() is None
+        wait_for(
+            lambda: renewed_since_the_restart(url), "host A to renew its lease", proc=run_a
+        )  # fmt: skip
+        [_locked, running] = b.history()
+        assert (running["host"], running["status"]) == ("host-a", "running"), running
+    finally:
+        go.write_text("go")
+        out, err = run_a.communicate(timeout=60)
+    assert run_a.returncode == 0, err
+    assert "account_overview" in out
+    assert [(row["host"], row["status"]) for row in b.history()] == [
+        ("host-b", "locked"),
+        ("host-a", "ok"),
+    ]
+    assert len(ws.server_starts()) == 1
+    assert not list((a.state / "spool").glob("*.json"))  # written at once, not kept
+    assert query(url, "SELECT job FROM tasty_oneshot_leases") == []  # given up at the end

@@ -43,7 +43,7 @@ from tasty_oneshot.ledger.postgres_url import SECRET_KEYS, shown_url, url_passwo
 from tasty_oneshot.lock import JobLocked
 from tasty_oneshot.secrets import redact, register
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tasty_oneshot_leases
 CONNECT_TIMEOUT = 5  # seconds to reach the server before a run gives up (exit 1)
 OPERATION_SLACK = 5.0  # seconds an operation may take beyond the ledger's lock wait
 AFTER_DEADLINE = 3.0  # seconds an operation still gets once the run's deadline passed
@@ -95,6 +95,13 @@ CREATE INDEX IF NOT EXISTS tasty_oneshot_runs_job_slot
 CREATE INDEX IF NOT EXISTS tasty_oneshot_runs_job_scheduled
     ON tasty_oneshot_runs (job, scheduled, started_utc);
 CREATE INDEX IF NOT EXISTS tasty_oneshot_runs_started ON tasty_oneshot_runs (started_utc);
+CREATE TABLE IF NOT EXISTS tasty_oneshot_leases (
+    job text PRIMARY KEY,
+    holder text NOT NULL,
+    backend_pid integer NOT NULL,
+    backend_start timestamptz,
+    expires_at timestamptz NOT NULL
+);
 """
 COLUMNS = [
     "job",
@@ -296,6 +303,11 @@ class PostgresLedger:
         row = self._guard(lambda db: db.execute(sql, values).fetchone())
         return None if row is None else int(row["id"])
 
+    def give_back(self, run_id: int) -> None:
+        """A claim whose run ended before its agent started: the slot is free again."""
+        sql = "DELETE FROM tasty_oneshot_runs WHERE id=%s AND status IN ('running', 'abandoned')"
+        self._guard(lambda db: db.execute(sql, (run_id,)))
+
     def slot_used(self, job: str, slot: datetime) -> bool:
         sql = (
             "SELECT 1 FROM tasty_oneshot_runs WHERE job=%s AND agent_started=1 AND slot_utc=%s"
@@ -420,7 +432,8 @@ class PostgresLedger:
         return self._shown([row_json(row) for row in rows])
 
     def _shown(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """A `running` row whose job's lock no session holds shows as `abandoned`."""
+        """A `running` row whose job's lock no session holds, and whose job has no live lease,
+        shows as `abandoned`."""
         running = {row["job"] for row in rows if row["status"] == "running"}
         if not running:
             return rows
@@ -435,8 +448,15 @@ class PostgresLedger:
                 ).fetchall()
             }
         )
+        leased = self._guard(
+            lambda db: {
+                r["job"] for r in db.execute(f"SELECT job FROM tasty_oneshot_leases l WHERE {LIVE}")
+            }
+        )
         for row in rows:
-            if row["status"] == "running" and keys[row["job"]] & 0xFFFFFFFFFFFFFFFF not in held:
+            if row["status"] != "running" or row["job"] in leased:  # across a restart
+                continue
+            if keys[row["job"]] & 0xFFFFFFFFFFFFFFFF not in held:
                 row["status"] = "abandoned"
                 row["reason"] = ABANDONED_SHOWN
         return rows
@@ -530,12 +550,48 @@ def _shut_down(fd: int) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
+# A job's lease, held while a run holds the job's advisory lock. A restart of the server
+# drops every advisory lock; the lease outlives it: it is live until it expires (on the
+# server's clock) unless the session that last renewed it is gone from this very server's
+# life (its run ended, or was killed: no need to wait for the expiry then).
+LEASE_SECONDS = 60
+RENEW_EVERY = 10.0
+RETRY_EVERY = 1.0  # while the server cannot be reached (restarting)
+LIVE = (
+    "l.expires_at > now() AND (l.backend_start < pg_postmaster_start_time() OR EXISTS"
+    " (SELECT 1 FROM pg_stat_activity a WHERE a.pid = l.backend_pid"
+    " AND a.backend_start = l.backend_start))"
+)
+THIS_SESSION = (
+    "pg_backend_pid(), (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),"
+    " now() + make_interval(secs => %s)"
+)
+TAKE_LEASE = (
+    "INSERT INTO tasty_oneshot_leases AS l (job, holder, backend_pid, backend_start, expires_at)"
+    f" VALUES (%s, %s, {THIS_SESSION}) ON CONFLICT (job) DO UPDATE SET"
+    " holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid,"
+    " backend_start = EXCLUDED.backend_start, expires_at = EXCLUDED.expires_at"
+    f" WHERE NOT ({LIVE}) OR l.holder = EXCLUDED.holder RETURNING holder"
+)
+RENEW_LEASE = (
+    "UPDATE tasty_oneshot_leases SET (backend_pid, backend_start, expires_at) ="
+    f" ({THIS_SESSION}) WHERE job = %s AND holder = %s RETURNING holder"
+)
+
+
 class AdvisoryLock:
-    """A job's lock across every host that shares the ledger (see the module's docstring)."""
+    """A job's lock across every host that shares the ledger: the advisory lock (the fast
+    path, dropped with the session) and the job's lease (which survives a restart of the
+    server), renewed by a thread that connects again when the connection is lost."""
 
     def __init__(self, ledger: PostgresLedger, job: str) -> None:
-        self.ledger, self.key = ledger, lock_key(job)
+        import uuid
+
+        self.ledger, self.job, self.key = ledger, job, lock_key(job)
+        self.holder = f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self._held = False
+        self._renewal: Any = None
+        self._stop: Any = None
 
     def acquire(self) -> None:
         sql = "SELECT pg_try_advisory_lock(%s) AS taken"
@@ -543,10 +599,44 @@ class AdvisoryLock:
         if not row["taken"]:
             raise JobLocked(self.ledger.where)
         self._held = True
+        values = (self.job, self.holder, LEASE_SECONDS)
+        if self.ledger._guard(lambda db: db.execute(TAKE_LEASE, values).fetchone()) is None:
+            self.release()  # a run elsewhere holds the lease: the server lost its lock
+            raise JobLocked(self.ledger.where)
+        import threading
+
+        self._stop = threading.Event()
+        self._renewal = threading.Thread(target=self._renew, name="lease", daemon=True)
+        self._renewal.start()
+
+    def _renew(self) -> None:
+        """Every RENEW_EVERY seconds, the lease again (from a new connection if need be)."""
+        values = (LEASE_SECONDS, self.job, self.holder)
+        delay = RENEW_EVERY
+        while not self._stop.wait(delay):
+            try:
+                row = self.ledger._guard(lambda db: db.execute(RENEW_LEASE, values).fetchone())
+            except StateFault:
+                delay = RETRY_EVERY
+                continue
+            if row is None:
+                import logging
+
+                logging.getLogger("tasty_oneshot").warning(
+                    "job %s: its lease in %s expired and was taken", self.job, self.ledger.where
+                )
+                return
+            delay = RENEW_EVERY
 
     def release(self) -> None:
+        if self._renewal is not None:
+            self._stop.set()
+            self._renewal.join(timeout=AFTER_DEADLINE + OPERATION_SLACK)
+            self._renewal = None
         if self._held and self.ledger.connected:
+            drop = "DELETE FROM tasty_oneshot_leases WHERE job = %s AND holder = %s"
             with contextlib.suppress(StateFault):  # the connection is gone: so is the lock
+                self.ledger._guard(lambda db: db.execute(drop, (self.job, self.holder)))
                 self.ledger._guard(
                     lambda db: db.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
                 )

@@ -185,6 +185,11 @@ class SqliteLedger:
         except sqlite3.Error as exc:
             raise StateFault(describe(self.path, exc)) from None
 
+    def give_back(self, run_id: int) -> None:
+        """A claim whose run ended before its agent started: the slot is free again."""
+        sql = "DELETE FROM runs WHERE id=? AND status IN ('running', 'abandoned')"
+        self._guard(lambda: self.db.execute(sql, (run_id,)))
+
     def slot_used(self, job: str, slot: datetime) -> bool:
         """Whether an earlier invocation of this job started the agent for this slot."""
         sql = "SELECT 1 FROM runs WHERE job=? AND slot=? AND agent_started=1 LIMIT 1"
