@@ -396,6 +396,12 @@ class Invocation:
             level = logging.WARNING  # a person at a terminal: say why nothing ran
             if outcome.ping == "success":  # the market is closed
                 hint = "; to run it now anyway: --ignore-market-hours"
+        elif outcome.reason.startswith(("off schedule", "stale")) and started_by_hand():
+            level = logging.WARNING  # `systemctl start` of a timer's service: a run was expected
+            hint = (
+                "; this service was started by hand, not by its timer, and keeps the timer's "
+                f"slot guard: to run the job now, tasty-oneshot run --job {self.job.name}"
+            )
         log.log(level, "%s: %s%s", outcome.status, outcome.reason, hint)
         self.exit_code = outcome.exit_code
         if self.run_id is None:
@@ -468,6 +474,12 @@ class Invocation:
         if self.place is not None and not self.request.command:  # an in-process caller
             self.place.release()  # (the CLI keeps its place until its process ends)
         self.ledger.close()
+
+
+def started_by_hand() -> bool:
+    """A service systemd started (it sets $INVOCATION_ID) that no timer triggered (a timer
+    sets $TRIGGER_UNIT): `systemctl start tasty-oneshot-NAME.service`."""
+    return bool(os.environ.get("INVOCATION_ID")) and not os.environ.get("TRIGGER_UNIT")
 
 
 def print_output(output: str) -> None:

@@ -128,3 +128,17 @@ def test_a_monotonic_period_has_no_slot_check(jobs):
     [row] = jobs.history()
     assert (row["status"], row["slot"]) == ("ok", None)
     assert len(jobs.server_starts()) == 1
+
+
+@pytest.mark.parametrize("trigger", [None, "tasty-oneshot-morning.timer"])
+def test_a_service_started_by_hand_outside_its_window_says_how_to_run_now(jobs, trigger):
+    """`systemctl start` of the generated service (systemd sets $INVOCATION_ID, and a timer
+    also $TRIGGER_UNIT): an off-schedule skip is no quiet INFO line when a person started it."""
+    jobs.env["INVOCATION_ID"] = "0123456789abcdef0123456789abcdef"
+    if trigger:
+        jobs.env["TRIGGER_UNIT"] = trigger
+    result = scheduled(jobs, "morning", "2026-11-30 15:00:00")  # 10:00 NYC: not a fire time
+    skipped(jobs, result, "off schedule")
+    by_hand = "WARNING - skipped: off schedule" in result.stderr
+    assert by_hand == (trigger is None), result.stderr
+    assert ("tasty-oneshot run --job morning" in result.stderr) == (trigger is None)
