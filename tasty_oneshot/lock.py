@@ -14,7 +14,16 @@ from tasty_oneshot import paths
 
 
 class JobLocked(Exception):
-    """Another invocation holds this job's lock."""
+    """Another invocation holds this job's lock: which lock, and who holds it if known."""
+
+    def __init__(self, lock: str, holder: str | None = None) -> None:
+        super().__init__(lock)
+        self.lock, self.holder = lock, holder
+
+    def describe(self, job: str) -> str:
+        """ "another run of JOB holds its lock (LOCK, held by pid N on HOST)"."""
+        held_by = f", held by {self.holder}" if self.holder else ""
+        return f"another run of {job} holds its lock ({self.lock}{held_by})"
 
 
 def lock_path(state_dir: Path, job_name: str) -> Path:
@@ -33,8 +42,9 @@ class JobLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _holder(fd)
             os.close(fd)
-            raise JobLocked(self.path) from None
+            raise JobLocked(str(self.path), holder) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -61,6 +71,13 @@ class JobLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _holder(fd: int) -> str | None:
+    """Who holds the lock, as its holder wrote it: its pid (only digits are believed), on
+    this host. None while the holder has not written it yet."""
+    text = os.pread(fd, 16, 0).decode("ascii", "replace").strip()
+    return f"pid {text} on {os.uname().nodename}" if text.isdigit() else None
 
 
 def is_held(path: Path) -> bool | None:

@@ -227,9 +227,8 @@ def _lock_market_agent(run: "Invocation", verdict: Verdict | None) -> int:
     lock = run.lock = run.ledger.job_lock(job.name)
     try:
         lock.acquire()
-    except JobLocked:
-        reason = f"another run of {job.name} holds its lock ({run.ledger.where})"
-        return run.record(Outcome("locked", reason, EXIT_LOCKED, ping="log"))
+    except JobLocked as exc:
+        return run.record(Outcome("locked", exc.describe(job.name), EXIT_LOCKED, ping="log"))
     try:
         log.info("job %s: %s", job.name, job.schedule.describe())
         # Holding the job's lock: any run of it still `running` in the ledger is dead.

@@ -10,6 +10,7 @@ fake MCP server's record, so `ws.server_starts()` counts agent runs across all o
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -173,6 +174,7 @@ def test_the_job_lock_holds_across_hosts(ws, pg):
         assert refused.returncode == 75, refused.stderr
         assert refused.stdout == ""
         assert "WARNING - locked: another run of check holds its lock" in refused.stderr
+        assert re.search(r"held by pid \d+ on host-a\)", refused.stderr), refused.stderr
         assert len(ws.server_starts()) == 1  # B never started the agent
         [locked, running] = b.history()
         assert (locked["status"], locked["host"]) == ("locked", "host-b"), locked

@@ -597,17 +597,28 @@ class AdvisoryLock:
         sql = "SELECT pg_try_advisory_lock(%s) AS taken"
         row = self.ledger._guard(lambda db: db.execute(sql, (self.key,)).fetchone())
         if not row["taken"]:
-            raise JobLocked(self.ledger.where)
+            raise self._locked()
         self._held = True
         values = (self.job, self.holder, LEASE_SECONDS)
         if self.ledger._guard(lambda db: db.execute(TAKE_LEASE, values).fetchone()) is None:
             self.release()  # a run elsewhere holds the lease: the server lost its lock
-            raise JobLocked(self.ledger.where)
+            raise self._locked()
         import threading
 
         self._stop = threading.Event()
         self._renewal = threading.Thread(target=self._renew, name="lease", daemon=True)
         self._renewal.start()
+
+    def _locked(self) -> JobLocked:
+        """The refusal, naming the holder from the job's lease (HOST:PID:TOKEN) when it has
+        one; what another host wrote is shown, never trusted."""
+        sql = "SELECT holder FROM tasty_oneshot_leases WHERE job = %s"
+        row = None
+        with contextlib.suppress(StateFault):  # the refusal stands without its holder
+            row = self.ledger._guard(lambda db: db.execute(sql, (self.job,)).fetchone())
+        host, _, rest = str(row["holder"]).rpartition(":")[0].rpartition(":") if row else ("",) * 3
+        holder = f"pid {rest} on {host}" if rest.isdigit() and host else None
+        return JobLocked(f"the advisory lock of {self.job} in {self.ledger.where}", holder)
 
     def _renew(self) -> None:
         """Every RENEW_EVERY seconds, the lease again (from a new connection if need be)."""
