@@ -216,3 +216,28 @@ def test_damaged_spool_entries_are_set_aside_and_named_once(ws, command):
     later = ws.cli("history", "--json")
     assert later.returncode == 0 and "set aside" not in later.stderr, later.stderr
     assert all(row["job"] == "check" for row in json.loads(later.stdout))
+
+
+def test_set_aside_files_alone_do_not_send_every_run_through_the_spool(tmp_path):
+    """spool/damaged is for a person to look at: a ledger that finds only it does not import
+    the spool module or scan it on every run (the skip path stays light)."""
+    state = tmp_path / "state"
+    damaged = state / "spool" / "damaged"
+    damaged.mkdir(parents=True, mode=0o700)
+    state.chmod(0o700)
+    (state / "spool").chmod(0o700)
+    (damaged / "7.json").write_text("not json")
+    probe = (
+        "import sys; from pathlib import Path; from tasty_oneshot.ledger import open_ledger; "
+        "open_ledger(Path(sys.argv[1])).close(); print('tasty_oneshot.spool' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(state)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+    (state / "spool" / "row-1-1.json").write_text("{}")  # something to write in: it looks
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(state)], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "True", result.stderr

@@ -220,10 +220,11 @@ def open_ledger(state: Path, url: str | None = None, deadline: float | None = No
 
 
 def _has_kept_outcomes(state: Path) -> bool:
-    """Whether STATE/spool holds anything (cheap: most runs find it empty)."""
+    """Whether STATE/spool holds anything to write in (cheap: most runs find it empty). The
+    set-aside damaged files do not count; a reservation does (a dead one is cleaned up)."""
     try:
         with os.scandir(state / "spool") as entries:
-            return any(True for _ in entries)
+            return any(entry.name != "damaged" for entry in entries)
     except FileNotFoundError:
         return False
     except OSError:
