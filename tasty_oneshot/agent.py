@@ -17,6 +17,8 @@ from tasty_oneshot.errors import UsageError, one_line
 from tasty_oneshot.jobs import Job, Limits, McpServer
 from tasty_oneshot.ledger import Usage
 from tasty_oneshot.mcp_server import TASTYTRADE_ENV, StdioServer, command_and_args
+from tasty_oneshot.model_names import near_known_name
+from tasty_oneshot.model_names import shown as shown_model
 from tasty_oneshot.schedule import NYC
 
 if TYPE_CHECKING:  # heavy: imported where a run starts the agent, not by this module
@@ -68,13 +70,18 @@ class AgentFailed(Exception):
 def needed_variables(job: Job) -> list[tuple[str, ...]]:
     """The credentials a run of this job needs from its environment: groups of variable
     names, one of each group set. Also checks that its MCP server command can start."""
-    needed: list[tuple[str, ...]] = []
+    return [group for group, _ in needed_by(job)]
+
+
+def needed_by(job: Job) -> list[tuple[tuple[str, ...], str]]:
+    """needed_variables, each group with what needs it (the model, the MCP server)."""
+    needed: list[tuple[tuple[str, ...], str]] = []
     provider = job.model.split(":", 1)[0] if job.model and ":" in job.model else None
     keys = PROVIDER_KEYS.get(provider or "", ())
     # A local OpenAI-compatible server (OPENAI_BASE_URL) may need no key at all.
     local = provider in OPENAI_PROVIDERS and os.environ.get("OPENAI_BASE_URL")
     if keys and not local:
-        needed.append(keys)
+        needed.append((keys, f"the model {job.model}"))
     if job.mcp is not None and job.mcp.url:
         return needed
     try:
@@ -83,7 +90,7 @@ def needed_variables(job: Job) -> list[tuple[str, ...]]:
         where = f"{job.source}: job '{job.name}': key 'mcp'" if job.source else "mcp"
         raise UsageError(f"{where}: {exc}") from None
     if Path(command).name == "tasty-agent":
-        needed += [(name,) for name in TASTYTRADE_ENV[:2]]
+        needed += [((name,), "the tasty-agent MCP server") for name in TASTYTRADE_ENV[:2]]
     return needed
 
 
@@ -114,13 +121,19 @@ def check_ready(job: Job) -> None:
         raise UsageError(
             "no model: give --model, set 'model' in the jobs file, or set MODEL_IDENTIFIER"
         )
-    missing = [group for group in needed_variables(job) if not any(map(key_set, group))]
+    missing = [(group, who) for group, who in needed_by(job) if not any(map(key_set, group))]
     if not missing:
         return
-    names = " and ".join(" or ".join(group) for group in missing)
-    for_what = "the model" if missing[0] in PROVIDER_KEYS.values() else "the tasty-agent MCP server"
+    # One clause per thing that needs them, so each variable is named with what needs it.
+    clauses: dict[str, list[str]] = {}
+    for group, who in missing:
+        clauses.setdefault(who, []).append(" or ".join(group))
+    said = "; ".join(
+        f"{' and '.join(names)} not set (needed by {who})" for who, names in clauses.items()
+    )
+    them = "them" if len(missing) > 1 else "it"
     raise UsageError(
-        f"job {job.name}: {names} not set, needed by {for_what}: set it in the environment, "
+        f"job {job.name}: {said}: set {them} in the environment, "
         "in ./.env, or in a file given with --env-file"
     )
 
@@ -148,10 +161,12 @@ def resolve_model(job: Job) -> "Model":
         os.environ["OPENAI_API_KEY"] = "unused-by-a-local-server"
     try:
         with empty_keys_unset():
-            return infer_model(job.model)
+            model = infer_model(job.model)
     except (UserError, ValueError, ImportError) as exc:
         problem = " ".join(str(exc).split()) or type(exc).__name__
         raise UsageError(f"{job.model_from}: model {job.model!r}: {problem}") from None
+    warn_if_near_a_known_name(job)
+    return model
 
 
 def check_model_name(job: Job) -> None:
@@ -171,6 +186,21 @@ def check_model_name(job: Job) -> None:
             raise UsageError(f"{job.model_from}: model {job.model!r}: {problem}") from None
     except (ValueError, ImportError):
         pass  # a provider's own complaint (a key, a package): the run itself says it
+    warn_if_near_a_known_name(job)
+
+
+def warn_if_near_a_known_name(job: Job) -> None:
+    """A WARNING when the model is not one pydantic-ai lists but looks like a typo of one of
+    the same provider; not a refusal: a provider takes any name, and new models come often."""
+    near = near_known_name(job.model) if job.model else None
+    if near:
+        logging.getLogger("tasty_oneshot").warning(
+            "%s: model %s is not a model pydantic-ai knows: did you mean %s? "
+            "(going on: a new model may not be listed yet)",
+            job.model_from,
+            shown_model(job.model or ""),
+            shown_model(near),
+        )
 
 
 def mcp_toolset(mcp: McpServer | None, server: StdioServer | None) -> "MCPToolset[Any]":
@@ -295,7 +325,7 @@ async def run_agent(
         clock.summary(*_usage(run))
         reason = f"error: {one_line(exc)}"
         if server is not None and _server_caused(exc):
-            reason += f" (MCP server log: {server.log.path})"
+            reason = f"error: {server.failure(one_line(exc))}"  # what it said, if it exited
         raise AgentFailed(reason, *_usage(run)) from exc
     clock.summary(*_usage(run))
     return AgentResult(str(output), *_usage(run))

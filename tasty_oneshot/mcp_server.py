@@ -8,9 +8,14 @@ the two rather than their sum. The transport then speaks MCP over the pipes it a
 Whatever the server writes to stdout must be JSON-RPC, one message a line: anything else
 (bytes that are not UTF-8, a stray print) ends the run at once as a broken protocol, instead
 of leaving a request waiting until the timeout. The server's stderr goes to its masked log.
+
+A server that exits during start-up (before the MCP handshake is done) having said it could not
+reach the network is started once more, after RETRY_PAUSE; a server that exits, then or later,
+gives the run's reason what it said last.
 """
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -35,6 +40,9 @@ INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER")
 DEFAULT_COMMAND, DEFAULT_ARGS = "tasty-agent", ("stdio",)
 LINE_LIMIT = 64 << 20  # bytes in one JSON-RPC message from the server
 STOP_GRACE = 2.0  # seconds a server gets to exit after its stdin closes, then after SIGTERM
+RETRY_PAUSE = 1.0  # seconds before a server that could not reach the network is started again
+
+log = logging.getLogger(__name__)
 
 
 class BrokenProtocol(Exception):
@@ -82,6 +90,8 @@ class StdioServer:
     def __init__(self, command: str, args: list[str], log: "ServerLog") -> None:
         self.command, self.args, self.log = command, args, log
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_again = False
+        self.stdout_ended = False  # the transport read the end of its stdout: it is exiting
 
     def start(self) -> None:
         """Spawn the server now; the MCP handshake happens when the agent connects."""
@@ -101,6 +111,63 @@ class StdioServer:
     def stop(self, *, graceful: bool = True) -> None:
         """Close its stdin and give it STOP_GRACE seconds (`graceful`: the run finished), then
         SIGTERM, then SIGKILL the group (a run stopped by a timeout or a signal starts here)."""
+        self._end(graceful=graceful)
+        self.log.close()
+
+    async def start_again(self) -> bool:
+        """After its MCP handshake failed: if it exited saying it could not reach the network,
+        and was not started again before, start it once more (True)."""
+        import asyncio
+
+        from tasty_oneshot.server_log import NETWORK_ERROR
+
+        if self.started_again or self.process is None:
+            return False
+        status = await asyncio.to_thread(self.exit_status)
+        if status is None:
+            return False
+        await asyncio.to_thread(self.log.sync)
+        said = self.log.said()
+        if said is None or not NETWORK_ERROR.search(said):
+            return False
+        self.started_again = True
+        log.warning(
+            "the MCP server exited during start-up (%s): starting it once more in %gs",
+            said,
+            RETRY_PAUSE,
+        )
+        self.log.note("the server could not reach the network; it is started once more")
+        await asyncio.sleep(RETRY_PAUSE)
+        self._end(graceful=False)  # its children too
+        self.stdout_ended = False
+        self.start()
+        return True
+
+    def exit_status(self) -> int | None:
+        """Its exit status, once it exited; a server whose stdout ended is given STOP_GRACE
+        seconds to exit."""
+        import subprocess
+
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(STOP_GRACE if self.stdout_ended else 0)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def failure(self, error: str) -> str:
+        """The run's reason for a failure that may be the server's: what it said last when it
+        exited, else `error`; either way, where its log is."""
+        status = self.exit_status()
+        if status is None:
+            return f"{error} (MCP server log: {self.log.path})"
+        self.log.sync()
+        said = self.log.said()
+        exited = f"the MCP server exited (status {status})"
+        told = f"{exited}: {said}" if said else f"{exited}, saying nothing ({error})"
+        return f"{told} (MCP server log: {self.log.path})"
+
+    def _end(self, *, graceful: bool) -> None:
         import subprocess
 
         process = self.process
@@ -125,7 +192,6 @@ class StdioServer:
         # Its children may hold the group after it exited: they go too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
-        self.log.close()
 
     def transport(self) -> "ClientTransport":
         """A fastmcp transport over this process's pipes."""
@@ -133,7 +199,7 @@ class StdioServer:
 
         if self.process is None:
             raise RuntimeError("the MCP server was not started")
-        return PipeTransport(self.process, f"{Path(self.command).name} {' '.join(self.args)}")
+        return PipeTransport(self, f"{Path(self.command).name} {' '.join(self.args)}")
 
 
 def _die_with(parent: int) -> "Callable[[], None] | None":

@@ -14,6 +14,10 @@ command line write that file first. Modes:
 - `notify-if WORD`: when WORD appears anywhere in the request's messages, first calls the
   `notify` tool with a message naming WORD, then answers "alerted"; else answers "nothing to
   report".
+- `calls JSON`: JSON is a list of `[TOOL, ARGUMENTS]`; each request that follows one of these
+  calls (counting the tool results in the messages) makes the next call, and once all were made
+  it answers with every tool result it got, each on its own line after `TOOL: ` (so a test
+  sees what reached the model). Calls are made one per request, in order.
 
 Every response reports usage of PROMPT_TOKENS + COMPLETION_TOKENS tokens.
 """
@@ -72,7 +76,27 @@ def reply(mode: list, request: dict) -> dict:
         if arg in json.dumps(messages):
             return tool_call("notify", {"message": NOTIFY_MESSAGE.format(word=arg)})
         return text("nothing to report")
+    if name == "calls":
+        planned = json.loads(arg)
+        results = [m for m in messages if m.get("role") == "tool"]
+        if len(results) < len(planned):
+            tool, arguments = planned[len(results)]
+            return tool_call(tool, arguments)
+        names = [
+            call["function"]["name"]
+            for m in messages
+            if m.get("role") == "assistant"
+            for call in m.get("tool_calls") or []
+        ]
+        return text("\n".join(f"{n}: {_content(r)}" for n, r in zip(names, results, strict=False)))
     raise ValueError(f"unknown mode {name!r}")
+
+
+def _content(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        content = " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return " ".join(str(content).split())
 
 
 class Handler(BaseHTTPRequestHandler):
