@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from tasty_oneshot.errors import UsageError
+from tasty_oneshot.model_names import model_problem
+from tasty_oneshot.model_names import shown as shown_model
 from tasty_oneshot.schedule import DAY, MARKET_OPEN, Schedule, parse_cron, parse_time
 
 if TYPE_CHECKING:
@@ -381,6 +383,11 @@ def resolve_job(
         model_from = label(f"{jobs_file.path}: ", "model")
     else:
         model_from = f"${MODEL_ENV}"
+    # Whenever a job loads, a skipped run included: cheap (see model_names), and an
+    # identifier pydantic-ai cannot resolve is exit 2 even on a day the market check skips.
+    problem = model_problem(model) if model else None
+    if problem:
+        raise UsageError(f"{model_from}: model {shown_model(model or '')}: {problem}")
     return Job(
         name=job_name,
         instructions=merged["instructions"],
