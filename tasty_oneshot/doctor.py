@@ -35,7 +35,7 @@ from tasty_oneshot.jobs import MODEL_ENV, Job, McpServer, resolve_job
 from tasty_oneshot.jobs_file import JobsFile
 from tasty_oneshot.mcp_server import TASTYTRADE_ENV
 from tasty_oneshot.schedule import NYC, now_nyc
-from tasty_oneshot.server_log import ServerLog
+from tasty_oneshot.server_log import ServerLog, last_error
 
 # What systemd's user manager and cron give every job, whatever the shell had.
 TIMER_BASE = ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG", "LC_ALL", "XDG_RUNTIME_DIR")
@@ -567,27 +567,6 @@ def _remote_check(job: Job, url: str, bound: float) -> Check:
             f"{url}: could not be reached ({one_line(exc)}); fix: check the URL and the network",
         )
     return Check("mcp-server", job.name, "ok", f"{url}: reached; {count} tools")
-
-
-def last_error(lines: list[str]) -> str | None:
-    """What a server said last that reads as an error: its last error log line (joined with
-    the exception that followed, when the line ends in a colon), else its last exception line,
-    else its last line. Traceback frames and exception groups are passed over."""
-    clean = [re.sub(r"^[\s|+]+", "", line).rstrip() for line in lines]
-    clean = [line for line in clean if line]
-    exception = None
-    logged = None
-    for line in clean:
-        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Exit|Timeout)\w*(: |$)", line):
-            if not line.startswith(("ExceptionGroup", "BaseExceptionGroup")):
-                exception = line
-        elif re.search(r"\bERROR\b|\bCRITICAL\b", line):
-            logged = re.sub(r"^(\[[^\]]*\]\s*)?(ERROR|CRITICAL)[:\s]+", "", line)
-            logged = re.sub(r"\s+[\w.]+\.py:\d+$", "", logged)
-            logged = re.sub(r"^[\w.]+:", "", logged) if ":" in logged.split(" ")[0] else logged
-    if logged and exception:
-        return f"{logged} {exception}" if logged.endswith(":") else f"{logged} ({exception})"
-    return logged or exception or (clean[-1] if clean else None)
 
 
 # --- timers --------------------------------------------------------------------------------

@@ -196,10 +196,12 @@ def last_error(lines: list[str]) -> str | None:
             logged = re.sub(r"\s+[\w.]+\.py:\d+$", "", logged)
             logged = re.sub(r"^[\w.]+:", "", logged) if ":" in logged.split(" ")[0] else logged
     if logged and exception:
-        name, _, message = exception.partition(": ")
+        message = exception.partition(": ")[2]
         if logged.endswith(":"):
             return f"{logged} {exception}"
-        return f"{logged} ({name})" if message and message in logged else f"{logged} ({exception})"
+        if message and logged.endswith(message):  # the log line quoted it: name it there
+            return logged.removesuffix(message) + exception
+        return f"{logged} ({exception})"
     return logged or exception or (clean[-1] if clean else None)
 
 
