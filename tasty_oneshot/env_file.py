@@ -1,6 +1,8 @@
 """dotenv files: `./.env` and `--env-file`, loaded before anything else, never overriding a
-variable already set. A file that is not small UTF-8 text, or that sets what the environment
-cannot hold, is one line and exit 2 naming it."""
+variable already set to a value. A variable set but empty (`KEY=` in the shell) counts as unset,
+as it does for provider keys and TASTY_ONESHOT_*: a file's value then takes its place. A file
+that is not small UTF-8 text, or that sets what the environment cannot hold, is one line and
+exit 2 naming it."""
 
 import io
 import os
@@ -13,7 +15,24 @@ MAX_BYTES = 1 << 20
 
 
 def load_env_file(path: Path, *, required: bool) -> None:
-    """Load a dotenv file into the environment, never overriding variables already set."""
+    """Load a dotenv file into the environment, never overriding a variable set to a value."""
+    text = read_env_text(path, required=required)
+    if text is None:
+        return
+    for name, value in env_values(text).items():
+        if value is None or os.environ.get(name, "").strip():
+            continue
+        try:
+            os.environ[name] = value
+        except (ValueError, OSError):
+            raise UsageError(
+                f"{path}: env file sets {name[:40]!r}, which cannot be a variable"
+            ) from None
+
+
+def read_env_text(path: Path, *, required: bool) -> str | None:
+    """The file's text, checked: a regular file of small UTF-8 text without NUL (None: no such
+    file and not required)."""
     try:
         # O_NONBLOCK: a FIFO in its place must not hang the run; it is refused below.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -25,7 +44,7 @@ def load_env_file(path: Path, *, required: bool) -> None:
     except FileNotFoundError:
         if required:
             raise UsageError(f"{path}: env file not found") from None
-        return
+        return None
     except OSError as exc:
         raise UsageError(f"{path}: env file not readable: {exc.strerror}") from None
     try:
@@ -36,14 +55,12 @@ def load_env_file(path: Path, *, required: bool) -> None:
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise UsageError(f"{path}: env file holds a NUL byte (line {line})")
+    return text
+
+
+def env_values(text: str) -> dict[str, str | None]:
+    """What this program's loader reads from a dotenv text (python-dotenv, `${VAR}` expanded
+    from the environment): None for a name without `=`."""
     from dotenv import dotenv_values  # only runs that have an env file pay for the import
 
-    for name, value in dotenv_values(stream=io.StringIO(text)).items():
-        if value is None or name in os.environ:
-            continue
-        try:
-            os.environ[name] = value
-        except (ValueError, OSError):
-            raise UsageError(
-                f"{path}: env file sets {name[:40]!r}, which cannot be a variable"
-            ) from None
+    return dict(dotenv_values(stream=io.StringIO(text)))

@@ -12,16 +12,19 @@ import shutil
 import stat
 import sys
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tasty_oneshot import paths
-from tasty_oneshot.env_file import load_env_file
+from tasty_oneshot.env_file import env_values, load_env_file, read_env_text
 from tasty_oneshot.errors import EXIT_OK, UsageError
-from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job, shown
-from tasty_oneshot.jobs_file import load_jobs_file, notify_sources
+from tasty_oneshot.jobs import MODEL_ENV, SCHEDULE_KEYS, Job, resolve_job, shown
+from tasty_oneshot.jobs_file import VARIABLE, load_jobs_file, notify_sources
+from tasty_oneshot.mcp_server import command_and_args
 from tasty_oneshot.notify import check_urls
 from tasty_oneshot.schedule import NYC, cron_fields, now_nyc
 from tasty_oneshot.units import crontab, kubernetes, systemd
@@ -29,6 +32,9 @@ from tasty_oneshot.units import crontab, kubernetes, systemd
 log = logging.getLogger("tasty_oneshot")
 
 OPEN_SECOND, CLOSE_SECOND = 9 * 3600 + 30 * 60, 16 * 3600  # NYSE regular hours, NYC
+# What cron and systemd both give a run without an env file: a `${VAR}` may use these.
+TIMER_GIVES = ("HOME", "LOGNAME", "SHELL", "PATH")
+PRIVATE_TMP = ("/tmp", "/var/tmp")  # PrivateTmp=yes gives the service its own, empty ones
 
 
 class GenerateRequest(NamedTuple):
@@ -60,6 +66,7 @@ def generate_units(request: GenerateRequest) -> int:
         refuse_unhonourable(job, request.target, now)
     files = render(jobs, request, env_file, now)
     refuse_missing_credentials(jobs, request)
+    refuse_incomplete_env_file(jobs, request, env_file)
     output_dir = Path(request.output_dir) if request.output_dir else None
     if output_dir is not None:
         prepare_output_dir(output_dir, files)
@@ -69,6 +76,10 @@ def generate_units(request: GenerateRequest) -> int:
         warn_about(job, now)
     if request.target == "kubernetes":
         warn_about_kubernetes(jobs)
+    if request.target == "crontab" and request.cron_tz is None:
+        warn_about_shell_zone(now)
+    if request.target == "systemd":
+        warn_about_private_tmp(jobs, request, env_file)
     _warn_if_others_can_read(env_file)
     if output_dir is None:
         sys.stdout.write(
@@ -163,6 +174,204 @@ def refuse_missing_credentials(jobs: list[Job], request: GenerateRequest) -> Non
                 "get from this shell or ./.env: give --env-file FILE (chmod 600), or "
                 "--no-env-file if they reach the timer another way"
             )
+
+
+def refuse_incomplete_env_file(
+    jobs: list[Job], request: GenerateRequest, env_file: str | None
+) -> None:
+    """Read --env-file as the timer will: for systemd, refuse lines its EnvironmentFile= reads
+    otherwise than `run --env-file` does; then refuse a file that leaves out a variable the
+    runs need (a credential set but empty is missing, as for `run`)."""
+    if env_file is None:
+        return
+    text = read_env_text(Path(env_file), required=True) or ""
+    values = env_values(text)
+    if request.target == "systemd":
+        problems = systemd_reads_otherwise(text, values)
+        if problems:
+            raise UsageError(
+                f"--env-file {env_file}: systemd's EnvironmentFile= reads "
+                f"{'these lines' if len(problems) > 1 else 'this line'} otherwise than "
+                f"`run --env-file` does: {'; '.join(problems)}"
+            )
+    defined = {name: value for name, value in values.items() if value is not None}
+    missing = missing_variables(jobs, request, defined)
+    if missing:
+        raise UsageError(
+            f"--env-file {env_file}: the timer's runs need {', '.join(missing)}, not set there "
+            "(a timer gets neither this shell's variables nor ./.env): add "
+            f"{'them' if len(missing) > 1 else 'it'} to the file"
+        )
+
+
+def systemd_reads_otherwise(text: str, ours: dict[str, str | None]) -> list[str]:
+    """Each line of the env file that systemd's EnvironmentFile= reads otherwise than our
+    loader (python-dotenv): what is wrong and the fix, without the value (a secret)."""
+    read = systemd.read_environment_file(text)
+    last = {a.name: a for a in read.assignments}  # the last assignment of a name wins
+    theirs = {name: a.value for name, a in last.items() if systemd.ENV_NAME.match(name)}
+    problems, differ, named = [], [], set()
+    for name, assignment in sorted(last.items(), key=lambda item: item[1].line):
+        where = f"line {assignment.line}"
+        exported = name.split(None, 1)
+        if exported[0] == "export" and len(exported) == 2:
+            named.add(exported[1])
+            problems.append(
+                f"{where}: systemd ignores `export {shown(exported[1])}=`: drop `export `"
+            )
+        elif name not in theirs:
+            problems.append(
+                f"{where}: systemd ignores the name '{shown(name)}': use A-Z, 0-9 and _"
+            )
+        elif ours.get(name) != theirs[name]:
+            named.add(name)
+            differ.append(f"{where} ({name})")
+    differ += [
+        f"'{shown(name)}'"
+        for name, value in ours.items()
+        if value is not None and name not in theirs and name not in named
+    ]
+    if differ:
+        problems.append(
+            f"{', '.join(differ)}: quotes, backslashes, a # comment or ${{...}} read otherwise: "
+            "write each as NAME='value' on one line, with no ' or \\ inside and nothing after it"
+        )
+    for line in read.joined_comments:
+        problems.append(
+            f"line {line}: a comment ending in a backslash hides the next line from systemd "
+            "(before version 254): remove the backslash"
+        )
+    return problems
+
+
+def missing_variables(
+    jobs: list[Job], request: GenerateRequest, values: dict[str, str]
+) -> list[str]:
+    """The variables the jobs' timer runs need that `values` (the env file's) leave out: the
+    model provider's key, TastyTrade's credentials, MODEL_IDENTIFIER when the model comes
+    from it, and every `${VAR}` of the jobs file (each run reads all of it)."""
+    from tasty_oneshot.agent import needed_variables
+
+    missing: list[str] = []
+    for job in jobs:
+        needed: list[tuple[str, ...]] = []
+        if job.model and job.model_from == f"${MODEL_ENV}":
+            needed.append((MODEL_ENV,))
+        with _variable("OPENAI_BASE_URL", values.get("OPENAI_BASE_URL")):
+            needed += needed_variables(job)  # a local OpenAI-compatible server needs no key
+        for group in needed:
+            if not any(values.get(name, "").strip() for name in group):
+                missing.append(" or ".join(group))
+    config = paths.config_path(request.config)
+    if config is not None:
+        for name in jobs_file_variables(config):
+            if name not in values and name not in TIMER_GIVES:
+                missing.append(f"{name} (${{{name}}} in {config})")
+    return list(dict.fromkeys(missing))
+
+
+@contextmanager
+def _variable(name: str, value: str | None) -> Iterator[None]:
+    """The environment variable `name` set to `value` (None: unset) for a while."""
+    before = os.environ.pop(name, None)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+        if before is not None:
+            os.environ[name] = before
+
+
+def jobs_file_variables(config: Path) -> list[str]:
+    """The names of every `${VAR}` in the jobs file's values (`$${` is a literal)."""
+    import yaml
+
+    try:
+        document = yaml.load(
+            config.read_text(encoding="utf-8"),
+            Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader),
+        )
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError):
+        raise UsageError(f"{config}: the jobs file changed while it was read") from None
+    names: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            names.extend(m[2] for m in VARIABLE.finditer(value) if not m[1])
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(document)
+    return list(dict.fromkeys(names))
+
+
+def warn_about_shell_zone(now: datetime) -> None:
+    """cron runs in the system's zone, whatever this shell's $TZ says: say which zone the
+    lines assume when the two differ."""
+    shell, system = crontab.shell_zone(), crontab.cron_daemon_zone()
+    if shell is not None and not crontab.same_clock(shell, system, now):
+        log.warning(
+            "$TZ is %s in this shell, but cron runs in the system's zone (/etc/localtime): "
+            "these lines are for a cron daemon in %s; if yours runs in another zone, give "
+            "--cron-tz ZONE",
+            shell[:80],
+            system,
+        )
+
+
+def warn_about_private_tmp(jobs: list[Job], request: GenerateRequest, env_file: str | None) -> None:
+    """The service gets a private /tmp and /var/tmp (PrivateTmp=yes): what it must reach
+    there, it cannot. The env file is read by systemd itself, outside that sandbox, but
+    does not last there."""
+    found: list[tuple[str, str]] = []
+    config = paths.config_path(request.config)
+    if config is not None:
+        found.append((_config_named_by(request), str(config.absolute())))
+    for job in jobs:
+        if job.mcp is not None and job.mcp.url:
+            continue
+        try:
+            command, args = command_and_args(job.mcp)
+        except UsageError:
+            continue
+        found.append((f"{_where(job)}: the MCP server", command))
+        found += [(f"{_where(job)}: the MCP server's argument", a) for a in args if _a_file(a)]
+    found += [("the tasty-oneshot command", word) for word in tasty_oneshot_command()[:1]]
+    for what, path in dict.fromkeys(found):
+        if _in_private_tmp(path):
+            log.warning(
+                "%s %s is under /tmp or /var/tmp, which the service's private /tmp "
+                "(PrivateTmp=yes) hides from it: move it out of /tmp and /var/tmp and "
+                "generate the units again",
+                what,
+                path,
+            )
+    if env_file is not None and _in_private_tmp(env_file):
+        log.warning(
+            "--env-file %s is under /tmp or /var/tmp: systemd reads it before the sandbox, "
+            "but /tmp is emptied at boot and old files in /var/tmp are removed "
+            "(systemd-tmpfiles), and without it the service does not start: move it out of "
+            "/tmp and /var/tmp and generate the units again",
+            env_file,
+        )
+
+
+def _a_file(arg: str) -> bool:
+    return arg.startswith("/") and Path(arg).is_file()
+
+
+def _in_private_tmp(path: str) -> bool:
+    """Whether the path, as written or with its links resolved, is under /tmp or /var/tmp."""
+    for seen in (os.path.abspath(path), os.path.realpath(path)):
+        if any(seen == tmp or seen.startswith(tmp + "/") for tmp in PRIVATE_TMP):
+            return True
+    return False
 
 
 def render(
@@ -484,29 +693,12 @@ def _where(job: Job) -> str:
 
 
 def cron_zone(name: str | None) -> ZoneInfo:
-    """--cron-tz, else this host's zone."""
-    name = name or host_zone()
+    """--cron-tz, else the zone the cron daemon runs in (the system's)."""
+    name = name or crontab.cron_daemon_zone()
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise UsageError(f"--cron-tz {name!r}: not a known time zone") from None
-
-
-def host_zone() -> str:
-    """The zone the host's cron runs in: $TZ, /etc/timezone, or /etc/localtime's target."""
-    tz = os.environ.get("TZ", "").lstrip(":")
-    if tz and not tz.startswith("/"):
-        return tz
-    try:
-        name = Path("/etc/timezone").read_text().strip()
-        if name:
-            return name
-    except OSError:
-        pass
-    target = os.path.realpath(tz or "/etc/localtime")
-    if "zoneinfo/" in target:
-        return target.split("zoneinfo/", 1)[1]
-    return "UTC"
 
 
 def tasty_oneshot_command() -> list[str]:

@@ -668,7 +668,10 @@ def test_a_line_break_in_instructions_is_refused(ws):
 
 
 def test_env_file_is_passed_by_absolute_path_and_no_secret_is_in_the_lines(ws):
-    env_file = ws.write("secrets.env", "TASTYTRADE_CLIENT_SECRET=cs-from-the-file-4711\n")
+    env_file = ws.write(  # all the job needs: a timer's run gets it from nowhere else
+        "secrets.env",
+        "TASTYTRADE_CLIENT_SECRET=cs-from-the-file-4711\nTASTYTRADE_REFRESH_TOKEN=rt-4711\n",
+    )
     env_file.chmod(stat.S_IRUSR | stat.S_IWUSR)
     ws.env.update(
         TASTYTRADE_CLIENT_SECRET="cs-in-the-environment-0815",

@@ -431,7 +431,9 @@ def test_generate_units_warns_about_an_env_file_others_can_read(ws, mode, warned
         "tasty-oneshot.yaml",
         "jobs:\n  check:\n    instructions: Hi\n    market_open: true\n    daily: true\n",
     )
-    env_file = ws.write("secrets.env", f"OPENAI_API_KEY={SECRETS['OPENAI_API_KEY']}\n")
+    env_file = ws.write(  # what the job needs (the tasty-agent server's credentials) and a key
+        "secrets.env", "".join(f"{k}={v}\n" for k, v in SECRETS.items())
+    )
     env_file.chmod(mode)
     result = ws.cli(
         "generate-units", "--job", "check", "--target", "crontab", "--env-file", str(env_file)

@@ -662,7 +662,7 @@ def test_config_and_env_file_paths_with_spaces_and_percent_survive(ws):
     odd.mkdir()
     shutil.copy(JOBS, odd / "jobs.yaml")
     env_file = odd / "creds.env"
-    env_file.write_text("TASTYTRADE_CLIENT_SECRET=x\n")
+    env_file.write_text("TASTYTRADE_CLIENT_SECRET=x\nTASTYTRADE_REFRESH_TOKEN=y\n")
     env_file.chmod(0o600)
     out = ws.root / "out"
     files = generate(
@@ -804,7 +804,7 @@ def test_odd_but_legal_paths_reach_the_units_intact_and_verify(ws, odd_name):
     odd.mkdir()
     shutil.copy(JOBS, odd / "jobs.yaml")
     env_file = odd / "creds.env"
-    env_file.write_text("TASTYTRADE_CLIENT_SECRET=x\n")
+    env_file.write_text("TASTYTRADE_CLIENT_SECRET=x\nTASTYTRADE_REFRESH_TOKEN=y\n")
     env_file.chmod(0o600)
     out = odd / "units"
     files = generate(

@@ -9,10 +9,12 @@ the two zones can have between them. The surplus firings are harmless: every lin
 import functools
 import itertools
 import math
+import os
 import shlex
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tasty_oneshot.jobs import Job
 from tasty_oneshot.schedule import DAY, NYC, Schedule, cron_fields, localize
@@ -24,6 +26,45 @@ CRON_PERIODS = [p for p in range(60, DAY + 1, 60) if DAY % p == 0]
 
 class CannotExpress(ValueError):
     """The schedule has no crontab form."""
+
+
+def cron_daemon_zone(
+    localtime: Path = Path("/etc/localtime"), timezone: Path = Path("/etc/timezone")
+) -> str:
+    """The zone the cron daemon runs in: the system's, /etc/localtime named by its link's
+    target, else by /etc/timezone, else UTC. Not this shell's $TZ: cron never sees it."""
+    target = os.path.realpath(localtime)
+    if "zoneinfo/" in target:
+        return target.split("zoneinfo/", 1)[1]
+    try:
+        return timezone.read_text().strip() or "UTC"
+    except (OSError, UnicodeDecodeError):
+        return "UTC"
+
+
+def shell_zone() -> str | None:
+    """The zone this shell's $TZ names (None: $TZ is not set)."""
+    tz = os.environ.get("TZ")
+    if tz is None:
+        return None
+    tz = tz.removeprefix(":")
+    if tz.startswith("/"):
+        target = os.path.realpath(tz)
+        return target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else tz
+    return tz or "UTC"  # an empty TZ is UTC to the C library
+
+
+def same_clock(a: str, b: str, start: datetime) -> bool:
+    """Whether two zones show the same time over the year from `start` (UTC is Etc/UTC)."""
+    try:
+        first, second = ZoneInfo(a), ZoneInfo(b)
+    except (ZoneInfoNotFoundError, ValueError):
+        return a == b
+    for hours in range(0, 366 * 24, 6):
+        moment = start + timedelta(hours=hours)
+        if moment.astimezone(first).utcoffset() != moment.astimezone(second).utcoffset():
+            return False
+    return True
 
 
 @functools.cache

@@ -1,6 +1,8 @@
 """systemd units for a job: a `.timer` pinned to New York time and a sandboxed `.service`."""
 
+import re
 from datetime import datetime
+from typing import NamedTuple
 
 from tasty_oneshot.jobs import Job
 from tasty_oneshot.schedule import Schedule, cron_fields
@@ -163,3 +165,116 @@ def service_unit(job: Job, exec_start: str, env_file: str | None, user: str | No
 
 def unit_names(job: Job) -> tuple[str, str]:
     return f"tasty-oneshot-{job.name}.timer", f"tasty-oneshot-{job.name}.service"
+
+
+# --- EnvironmentFile= ----------------------------------------------------------------------
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # systemd ignores any other name
+_WHITESPACE, _NEWLINE, _COMMENTS, _ESCAPED = " \t\n\r", "\n\r", "#;", '"\\`$'
+
+
+class Assignment(NamedTuple):
+    line: int  # where its name starts, counting from 1
+    name: str
+    value: str
+
+
+class EnvironmentFile(NamedTuple):
+    assignments: list[Assignment]  # in order, names systemd ignores included
+    joined_comments: list[int]  # comment lines ending in `\`, which join the next line
+
+
+def read_environment_file(text: str) -> EnvironmentFile:
+    """The text as systemd's EnvironmentFile= reads it (src/basic/env-file.c): no `export`,
+    no inline comments, a quote opens anywhere a value starts and closes back into the
+    value, backslashes escape as sh does outside quotes and only `"\\`$` inside double quotes,
+    nothing inside single quotes, no `${VAR}` expansion. Up to systemd 253 a comment line
+    ending in a backslash swallows the next line; these are listed apart."""
+    found: list[Assignment] = []
+    joined: list[int] = []
+    state, name, value, start = "pre_key", "", "", 0
+    name_space = value_space = -1  # where trailing whitespace starts, -1: none
+
+    def push(chomp: bool) -> None:
+        key = name[:name_space] if name_space >= 0 else name
+        kept = value[:value_space] if chomp and value_space >= 0 else value
+        found.append(Assignment(text.count("\n", 0, start) + 1, key, kept))
+
+    for i, c in enumerate(text):
+        if state == "pre_key":
+            if c in _COMMENTS:
+                state = "comment"
+            elif c not in _WHITESPACE:
+                state, name, name_space, start = "key", c, -1, i
+        elif state == "key":
+            if c in _NEWLINE:
+                state = "pre_key"
+            elif c == "=":
+                state, value, value_space = "pre_value", "", -1
+            else:
+                if c not in _WHITESPACE:
+                    name_space = -1
+                elif name_space < 0:
+                    name_space = len(name)
+                name += c
+        elif state == "pre_value":
+            if c in _NEWLINE:
+                push(chomp=False)
+                state = "pre_key"
+            elif c == "'":
+                state = "single"
+            elif c == '"':
+                state = "double"
+            elif c == "\\":
+                state = "escape"
+            elif c not in _WHITESPACE:
+                state, value = "value", value + c
+        elif state == "value":
+            if c in _NEWLINE:
+                push(chomp=True)
+                state = "pre_key"
+            elif c == "\\":
+                state, value_space = "escape", -1
+            else:
+                if c not in _WHITESPACE:
+                    value_space = -1
+                elif value_space < 0:
+                    value_space = len(value)
+                value += c
+        elif state == "escape":
+            state = "value"
+            if c not in _NEWLINE:  # an escaped line break continues the value
+                value += c
+        elif state == "single":
+            if c == "'":
+                state = "pre_value"
+            else:
+                value += c
+        elif state == "double":
+            if c == '"':
+                state = "pre_value"
+            elif c == "\\":
+                state = "double_escape"
+            else:
+                value += c
+        elif state == "double_escape":
+            state = "double"
+            if c in _ESCAPED:
+                value += c
+            elif c != "\n":
+                value += "\\" + c
+        elif state == "comment":
+            if c == "\\":
+                state = "comment_escape"
+            elif c in _NEWLINE:
+                state = "pre_key"
+        elif state == "comment_escape":
+            if c in _NEWLINE:
+                if text[i + 1 :].split("\n", 1)[0].strip():
+                    joined.append(text.count("\n", 0, i) + 1)
+                state = "pre_key"
+            else:
+                state = "comment"
+    if state in ("pre_value", "value", "escape", "single", "double", "double_escape"):
+        push(chomp=state == "value")
+    return EnvironmentFile(found, joined)
