@@ -304,6 +304,15 @@ def schedule_from(values: Mapping[str, Any], where: str) -> Schedule:
     return Schedule(at=at, period=period, cron=cron)
 
 
+def check_model(model: str, given_in: str) -> None:
+    """Refuse (exit 2) a model identifier pydantic-ai cannot resolve, naming where it was given
+    and the identifier meant. Cheap (see model_names), so it runs whenever a job loads, a run
+    the market check skips included."""
+    problem = model_problem(model)
+    if problem:
+        raise UsageError(f"{given_in}: model {shown_model(model)}: {problem}")
+
+
 def adhoc_name(instructions: str) -> str:
     """A stable name for ad hoc instructions: a readable slug plus a short hash."""
     import hashlib  # not at the top: only ad hoc runs need it, and a skip must stay light
@@ -383,11 +392,8 @@ def resolve_job(
         model_from = label(f"{jobs_file.path}: ", "model")
     else:
         model_from = f"${MODEL_ENV}"
-    # Whenever a job loads, a skipped run included: cheap (see model_names), and an
-    # identifier pydantic-ai cannot resolve is exit 2 even on a day the market check skips.
-    problem = model_problem(model) if model else None
-    if problem:
-        raise UsageError(f"{model_from}: model {shown_model(model or '')}: {problem}")
+    if model:
+        check_model(model, model_from)
     return Job(
         name=job_name,
         instructions=merged["instructions"],
