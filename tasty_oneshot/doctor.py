@@ -36,6 +36,7 @@ from tasty_oneshot.jobs_file import JobsFile
 from tasty_oneshot.mcp_server import TASTYTRADE_ENV
 from tasty_oneshot.schedule import NYC, now_nyc
 from tasty_oneshot.server_log import ServerLog, last_error
+from tasty_oneshot.units.crontab import cron_daemon_zone
 
 # What systemd's user manager and cron give every job, whatever the shell had.
 TIMER_BASE = ("HOME", "USER", "LOGNAME", "SHELL", "PATH", "LANG", "LC_ALL", "XDG_RUNTIME_DIR")
@@ -701,17 +702,6 @@ def next_fire_check(job: Job) -> Check:
         "times: the market check skips them all; fix: a schedule within the session, or "
         "ignore_market_hours: true",
     )
-
-
-def cron_daemon_zone() -> str:
-    """The zone the cron daemon runs in: the system's (/etc/localtime), not this shell's $TZ."""
-    target = os.path.realpath("/etc/localtime")
-    if "zoneinfo/" in target:
-        return target.split("zoneinfo/", 1)[1]
-    try:
-        return Path("/etc/timezone").read_text().strip() or "UTC"
-    except OSError:
-        return "UTC"
 
 
 def cron_zone_check(crontab: str) -> Check:

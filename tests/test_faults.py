@@ -222,17 +222,22 @@ def test_stdout_on_a_full_device_still_exits_as_the_ledger_says(ws):
     assert row["status"] == "ok" and row["exit_code"] == 0
 
 
-def test_stdout_a_closed_pipe_still_exits_as_the_ledger_says(ws):
-    jobs_file(ws)
+def into_a_pipe_nobody_reads(ws, *args: str) -> subprocess.CompletedProcess:
+    """The CLI with its stdout a pipe whose reader is gone (`| true`, `| head` once done)."""
     read_end, write_end = os.pipe()
-    os.close(read_end)  # like `| true`: nobody reads
+    os.close(read_end)
     try:
-        result = subprocess.run(
-            ws.command(*RUN), cwd=ws.root, env=ws.env, stdout=write_end, stderr=subprocess.PIPE,
+        return subprocess.run(
+            ws.command(*args), cwd=ws.root, env=ws.env, stdout=write_end, stderr=subprocess.PIPE,
             text=True, timeout=60,
         )  # fmt: skip
     finally:
         os.close(write_end)
+
+
+def test_stdout_a_closed_pipe_still_exits_as_the_ledger_says(ws):
+    jobs_file(ws)
+    result = into_a_pipe_nobody_reads(ws, *RUN)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert "could not write the output to stdout" in result.stderr
@@ -266,15 +271,7 @@ def test_a_reader_that_went_away_ends_no_command_in_an_error(ws, args):
     ends quietly, with the exit code it has when its output is read."""
     jobs_file(ws, extra='    schedule: "9:30am"\n    hourly: true\n')
     assert ws.cli(*RUN).returncode == 0
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        result = subprocess.run(
-            ws.command(*args), cwd=ws.root, env=ws.env, stdout=write_end, stderr=subprocess.PIPE,
-            text=True, timeout=60,
-        )  # fmt: skip
-    finally:
-        os.close(write_end)
+    result = into_a_pipe_nobody_reads(ws, *args)
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert "Exception ignored" not in result.stderr and "Error" not in result.stderr
     assert result.returncode == ws.cli(*args).returncode

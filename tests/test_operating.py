@@ -273,7 +273,9 @@ def test_units_whose_runs_would_miss_their_credentials_are_refused(ws, tmp_path)
     assert not out.exists()
     cron = ws.cli("generate-units", "--job", "check", "--target", "crontab", "--cron-tz", "UTC")
     assert cron.returncode == 2 and cron.stdout == ""
-    env_file = ws.write("creds.env", "OPENAI_API_KEY=x\n")
+    env_file = ws.write(  # every credential the job's runs need: the key and TastyTrade's
+        "creds.env", "OPENAI_API_KEY=x\nTASTYTRADE_CLIENT_SECRET=a\nTASTYTRADE_REFRESH_TOKEN=b\n"
+    )
     env_file.chmod(0o600)
     written = ws.cli(*base, "--env-file", str(env_file))
     assert written.returncode == 0, written.stderr
