@@ -55,6 +55,13 @@ def read_env_text(path: Path, *, required: bool) -> str | None:
     if "\x00" in text:
         line = text[: text.index("\x00")].count("\n") + 1
         raise UsageError(f"{path}: env file holds a NUL byte (line {line})")
+    from dotenv.parser import parse_stream
+
+    # python-dotenv skips a line it cannot read, with a warning: here that is the error,
+    # since a skipped line is a credential that silently never reaches the run.
+    bad = next((b.original.line for b in parse_stream(io.StringIO(text)) if b.error), None)
+    if bad is not None:
+        raise UsageError(f"{path}: env file line {bad} is not NAME=value (or a # comment)")
     return text
 
 

@@ -305,7 +305,11 @@ def test_a_run_killed_with_sigkill_is_abandoned_and_its_slot_stays_used(ws):
     assert again.returncode == 0, again.stderr
     newest, old = ws.history()
     assert newest["status"] == "skipped" and "already done" in newest["reason"]
-    assert old["status"] == "abandoned"  # now recorded so, by the run that held the lock
+    assert old["status"] == "abandoned"
+    # The slot is claimed before the lock, so that skip never took the lock; the job's next
+    # run that does (here one by hand) records the dead row so.
+    by_hand = ws.cli("run", "--job", "check", "--timeout", "3", at="2026-11-30 14:33:00")
+    assert by_hand.returncode == 124, by_hand.stderr  # its server hangs in the tool
     db = sqlite3.connect(ws.state / "ledger.sqlite3")
     assert db.execute("SELECT status FROM runs WHERE id=?", (old["id"],)).fetchone() == (
         "abandoned",

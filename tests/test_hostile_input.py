@@ -630,8 +630,12 @@ def test_a_hostile_flag_is_one_line_naming_the_flag(ws, args, flag, hint):
 
 @pytest.mark.parametrize(
     ("content", "hint"),
-    [(b"FUZZ_A=caf\xe9\n", "not UTF-8 text (line 1)"), (b"FUZZ_A=1\nFUZZ_B=a\x00b\n", "NUL")],
-    ids=["not UTF-8", "a NUL byte"],
+    [
+        (b"FUZZ_A=caf\xe9\n", "not UTF-8 text (line 1)"),
+        (b"FUZZ_A=1\nFUZZ_B=a\x00b\n", "NUL"),
+        (b"FUZZ_A=1\nOPENAI_API_KEY sk-typo\n", "line 2 is not NAME=value"),
+    ],
+    ids=["not UTF-8", "a NUL byte", "a line dotenv would skip"],
 )
 def test_a_bad_dotenv_in_the_working_directory_is_one_line_naming_it(ws, content, hint):
     jobs_file(ws, CHECK)
