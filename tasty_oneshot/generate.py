@@ -81,19 +81,38 @@ def generate_units(request: GenerateRequest) -> int:
     if request.target == "systemd":
         warn_about_private_tmp(jobs, request, env_file)
     _warn_if_others_can_read(env_file)
+    doctor = doctor_command(jobs, request, env_file)
     if output_dir is None:
         sys.stdout.write(
             "".join(files.values())
             if request.target in ("crontab", "kubernetes")
             else "\n".join(f"# {name}\n{text}" for name, text in files.items())
         )
+        if request.target != "kubernetes":  # stdout is the units or lines: say it aside
+            log.info("once installed, check what their runs will meet: %s", doctor)
         return EXIT_OK
     write_files(output_dir, files)
     for name in files:
         log.info("wrote %s", output_dir / name)
     if request.target == "systemd":
         sys.stdout.write(enable_commands(jobs, output_dir, request.system))
+        sys.stdout.write(f"# Then check what their runs will meet:\n{doctor}\n")
     return EXIT_OK
+
+
+def doctor_command(jobs: list[Job], request: GenerateRequest, env_file: str | None) -> str:
+    """`tasty-oneshot doctor` for these jobs, with the jobs file and env file the units use."""
+    import shlex
+
+    words = [*tasty_oneshot_command(), "doctor"]
+    config = paths.config_path(request.config)
+    if config is not None:
+        words += ["--config", str(config.absolute())]
+    if env_file is not None:
+        words += ["--env-file", env_file]
+    for job in jobs:
+        words += ["--job", job.name]
+    return shlex.join(words)
 
 
 def refuse_control_characters(jobs: list[Job], request: GenerateRequest) -> None:

@@ -283,6 +283,11 @@ def test_units_whose_runs_would_miss_their_credentials_are_refused(ws, tmp_path)
     assert "systemctl --user daemon-reload" in commands
     assert "systemctl --user enable --now tasty-oneshot-check.timer" in commands
     assert 'loginctl enable-linger "$USER"' in commands
+    # and ends by suggesting doctor, with the files the units use
+    assert re.fullmatch(
+        rf"\S*tasty-oneshot doctor --config \S+ --env-file {re.escape(str(env_file))} --job check",
+        commands[-1],
+    ), commands
     assert ws.cli(*base, "--no-env-file").returncode == 0
 
 
