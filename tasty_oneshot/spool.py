@@ -94,9 +94,13 @@ class Reservation:
         if start is not None:
             record["start"] = _start_json(start)
         data = json.dumps(record).encode()
-        if len(data) > RESERVE and output is not None:
-            record["output"] = output[:OUTPUT_KEPT] + "\n[... cut: the ledger was unavailable]"
+        kept = OUTPUT_KEPT
+        # Cut until the file fits: JSON writes a non-ASCII character as six bytes (\uXXXX),
+        # so characters alone do not say how much room the output takes.
+        while len(data) > RESERVE and output is not None and kept > 0:
+            record["output"] = output[:kept] + "\n[... cut: the ledger was unavailable]"
             data = json.dumps(record).encode()
+            kept //= 2
         os.pwrite(self._fd, data, 0)
         os.ftruncate(self._fd, len(data))
         os.fsync(self._fd)

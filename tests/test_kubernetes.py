@@ -684,6 +684,11 @@ LITERAL_CREDENTIALS = [
         'ledger: "postgresql://tasty@db.example.org/tasty?sslmode=require&password=pg-q-0815"',
         "", "key 'ledger'", "pg-q-0815",
     ),
+    # After a `#`, which urlsplit takes for a fragment and libpq does not.
+    ('ledger: "postgresql://tasty@db.example.org/tasty#?password=pg-f-0815"', "",
+     "key 'ledger'", "pg-f-0815"),
+    ('ledger: "postgresql://tasty@db.example.org/tasty?application_name=x#&password=pg-g-0815"',
+     "", "key 'ledger'", "pg-g-0815"),
     *(
         ("", f'notify: ["${{NOTIFY_URL}}", "mailtos://alerts:{pw}@example.com"]',
          "job 'futures': key 'notify' (item 2)", pw)

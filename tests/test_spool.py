@@ -241,3 +241,23 @@ def test_set_aside_files_alone_do_not_send_every_run_through_the_spool(tmp_path)
         [sys.executable, "-c", probe, str(state)], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "True", result.stderr
+
+
+def test_a_long_non_ascii_output_is_cut_to_fit_and_written_in(ws):
+    """300,000 `é` take six bytes each in JSON: the kept file is cut until it fits its 256 KiB,
+    so the next invocation reads it and writes the outcome in (not set aside as damaged)."""
+    from tasty_oneshot.spool import RESERVE
+
+    ws.state.mkdir(mode=0o700)
+    ledger = SqliteLedger(ws.state)
+    start, run_id = claimed_run(ledger)
+    finish = FINISH._replace(output="é" * 300_000)
+    kept = Reservation(ws.state).keep(ledger.where, run_id, finish, start)
+    ledger.close()
+    assert kept.stat().st_size <= RESERVE
+    result = ws.cli("history", "--json")
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(result.stdout)
+    assert row["status"] == "ok" and row["output"].startswith("é" * 1000)
+    assert row["output"].endswith("[... cut: the ledger was unavailable]")
+    assert not kept.exists() and not (ws.state / "spool" / "damaged").exists()

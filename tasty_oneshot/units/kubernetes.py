@@ -155,6 +155,10 @@ def _credential_in(url: str, whole: bool) -> str | None:
     query = _query(parts.query)
     passwords = [parts.password or "", libpq]
     passwords += [value for key, value in query if key in LIBPQ_PASSWORDS]
+    if not whole:  # a ledger URL: also every password libpq finds (`db#?password=...`)
+        from tasty_oneshot.ledger.postgres_url import PostgresUrl
+
+        passwords += PostgresUrl(marked).passwords()
     if any(map(_literal, passwords)):
         return "its password is written out"
     host, port = _host_and_port(parts.netloc.rpartition("@")[2])
