@@ -1,8 +1,8 @@
 """dotenv files: `./.env` and `--env-file`, loaded before anything else, never overriding a
-variable already set to a value. A variable set but empty (`KEY=` in the shell) counts as unset,
-as it does for provider keys and TASTY_ONESHOT_*: a file's value then takes its place. A file
-that is not small UTF-8 text, or that sets what the environment cannot hold, is one line and
-exit 2 naming it."""
+variable already set, even to the empty string (the contract: a deliberately empty
+`OPENAI_BASE_URL=` or `TASTYTRADE_ACCOUNT_ID=` stays empty). A file that is not small UTF-8
+text, that has a line python-dotenv cannot read, or that sets what the environment cannot
+hold, is one line and exit 2 naming it."""
 
 import io
 import os
@@ -15,12 +15,12 @@ MAX_BYTES = 1 << 20
 
 
 def load_env_file(path: Path, *, required: bool) -> None:
-    """Load a dotenv file into the environment, never overriding a variable set to a value."""
+    """Load a dotenv file into the environment, never overriding a variable already set."""
     text = read_env_text(path, required=required)
     if text is None:
         return
     for name, value in env_values(text).items():
-        if value is None or os.environ.get(name, "").strip():
+        if value is None or name in os.environ:
             continue
         try:
             os.environ[name] = value

@@ -250,16 +250,18 @@ def test_a_local_openai_server_in_the_env_file_needs_no_key(ws):
 # --- an empty variable in the shell does not hide the file's value ----------------------------
 
 
-def test_an_empty_variable_is_filled_from_the_env_file_and_a_set_one_is_kept(tmp_path, monkeypatch):
+def test_a_variable_already_set_is_never_overridden_even_when_empty(tmp_path, monkeypatch):
+    """The contract: an env file never overrides a variable already set; set but empty is
+    set (a deliberately empty `OPENAI_BASE_URL=` stays empty). Unset ones are filled."""
     path = tmp_path / "creds.env"
-    path.write_text("TASTY_T_EMPTY=from-file\nTASTY_T_BLANK=from-file\nTASTY_T_SET=from-file\n")
+    path.write_text("TASTY_T_EMPTY=from-file\nTASTY_T_SET=from-file\nTASTY_T_UNSET=from-file\n")
     monkeypatch.setenv("TASTY_T_EMPTY", "")
-    monkeypatch.setenv("TASTY_T_BLANK", " ")
     monkeypatch.setenv("TASTY_T_SET", "from-shell")
+    monkeypatch.delenv("TASTY_T_UNSET", raising=False)
     env_file.load_env_file(path, required=True)
-    assert os.environ["TASTY_T_EMPTY"] == "from-file"
-    assert os.environ["TASTY_T_BLANK"] == "from-file"
+    assert os.environ["TASTY_T_EMPTY"] == ""
     assert os.environ["TASTY_T_SET"] == "from-shell"
+    assert os.environ["TASTY_T_UNSET"] == "from-file"
 
 
 # --- crontab lines for the cron daemon's zone, not this shell's $TZ ---------------------------
