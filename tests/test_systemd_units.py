@@ -657,28 +657,6 @@ def test_instructions_survive_systemd_quoting(ws, instructions):
         verify(out, *files)
 
 
-def test_config_and_env_file_paths_with_spaces_and_percent_survive(ws):
-    odd = ws.root / "my jobs 100%h $HOME"
-    odd.mkdir()
-    shutil.copy(JOBS, odd / "jobs.yaml")
-    env_file = odd / "creds.env"
-    env_file.write_text("TASTYTRADE_CLIENT_SECRET=x\nTASTYTRADE_REFRESH_TOKEN=y\n")
-    env_file.chmod(0o600)
-    out = ws.root / "out"
-    files = generate(
-        ws, out, "--job", "morning-check", "--config", str(odd / "jobs.yaml"),
-        "--env-file", str(env_file),
-    )  # fmt: skip
-    service = parse_unit(files["tasty-oneshot-morning-check.service"])
-    args = parse_run(systemd_words(service["Service"]["ExecStart"][0]))
-    assert args.config == str(odd / "jobs.yaml")
-    # EnvironmentFile= resolves % specifiers too (no $ variables, no quotes).
-    [environment_file] = service["Service"]["EnvironmentFile"]
-    assert _specifiers(environment_file) == str(env_file)
-    if SYSTEMD_ANALYZE:
-        verify(out, *files)
-
-
 # --- warnings before writing ---------------------------------------------------------------
 
 
@@ -792,6 +770,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(ws, args, names):
 # Odd but legal: spaces, both quotes, `%` and `$` (specifiers and variables to systemd), a
 # backslash, a `;`, a `#`, non-ASCII. Control characters are refused (tests/test_unit_paths.py).
 ODD_DIRS = [
+    "my jobs 100%h $HOME",
     'it\'s "odd" 100%n $USER',
     "back\\slash; #hash",
     "naïve café",
@@ -814,6 +793,7 @@ def test_odd_but_legal_paths_reach_the_units_intact_and_verify(ws, odd_name):
     service = parse_unit(files["tasty-oneshot-morning-check.service"])
     args = parse_run(systemd_words(service["Service"]["ExecStart"][0]))
     assert args.config == str(odd / "jobs.yaml")
+    # EnvironmentFile= resolves % specifiers too (no $ variables, no quotes).
     [environment_file] = service["Service"]["EnvironmentFile"]
     assert _specifiers(environment_file) == str(env_file)
     if SYSTEMD_ANALYZE:
