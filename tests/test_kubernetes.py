@@ -17,6 +17,7 @@ fall-back night is then replayed with the real CLI under faketime.
 """
 
 import functools
+import importlib.util
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -292,6 +294,46 @@ def test_no_secret_value_reaches_the_manifests(ws):
     assert container(cron_job)["envFrom"] == [{"secretRef": {"name": "trading-credentials"}}]
     # The jobs file names a PostgreSQL ledger: no warning about throwaway ledgers.
     assert "PostgreSQL" not in result.stderr
+
+
+# --- what a run costs, and the clean-up --------------------------------------------------------
+
+PEAK = 231 * 10**6  # bytes: one run's measured peak, the CLI and its MCP server together
+QUANTITY = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)(m|k|M|G|Ki|Mi|Gi)?\Z")
+SCALE = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity (`256Mi`, `250m`) as a number."""
+    match = QUANTITY.match(text)
+    assert match, text
+    return float(match[1]) * SCALE[match[2]]
+
+
+def test_each_pod_asks_for_what_a_run_takes_with_room_and_no_cpu_limit(manifests):
+    for cron_job in manifests[1:]:
+        resources = container(cron_job)["resources"]
+        requests, limits = resources["requests"], resources["limits"]
+        assert set(requests) == {"memory", "cpu"}
+        assert set(limits) == {"memory"}  # a CPU limit would throttle the start on an idle node
+        request, limit = quantity(requests["memory"]), quantity(limits["memory"])
+        assert PEAK <= request <= limit
+        # The limit kills the run: room above the benchmark's peak for real answers.
+        assert limit >= 1.5 * PEAK
+        assert 0 < quantity(requests["cpu"]) <= 1
+
+
+def test_finished_jobs_are_cleaned_up_by_count_and_by_age(manifests):
+    # A run that failed at 16:00 on the Friday before Labor Day can still be read on the
+    # Tuesday at 9:30; pods are not kept for weeks.
+    friday = datetime(2026, 9, 4, 16, tzinfo=NYC)
+    tuesday = datetime(2026, 9, 8, 9, 30, tzinfo=NYC)
+    for cron_job in manifests[1:]:
+        spec = cron_job["spec"]
+        assert 1 <= spec["successfulJobsHistoryLimit"] <= 10
+        assert 2 <= spec["failedJobsHistoryLimit"] <= 10  # whether a failure keeps coming
+        ttl = timedelta(seconds=spec["jobTemplate"]["spec"]["ttlSecondsAfterFinished"])
+        assert tuesday - friday <= ttl <= timedelta(days=14)
 
 
 # --- the schedules, replayed -----------------------------------------------------------------
@@ -582,6 +624,67 @@ def test_the_image_runs_the_manifests_command_as_the_pods_non_root_user(manifest
     assert env["PATH"].startswith(env_of(build)["UV_PROJECT_ENVIRONMENT"] + "/bin:")
 
 
+def test_the_dependency_layer_is_built_from_the_lock_alone():
+    """A README or code edit must not rebuild the dependencies: before the dependencies'
+    `uv sync` only pyproject.toml and uv.lock are copied; what the project's own build reads
+    (its code, its `readme`) comes after, before the project's `uv sync`."""
+    build, _ = containerfile_stages()
+    readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
+    assert isinstance(readme, str)
+    copied: list[str] = []
+    syncs = []
+    for instruction, rest in build:
+        if instruction == "COPY" and not rest.startswith("--from"):
+            copied += shlex.split(rest)[:-1]
+        elif instruction == "RUN" and "uv sync" in rest:
+            syncs.append(("--no-install-project" in rest.split(), list(copied)))
+    # One sync of the dependencies alone, then one of the project.
+    assert [only_dependencies for only_dependencies, _ in syncs] == [True, False]
+    [(_, before_dependencies), (_, before_project)] = syncs
+    assert sorted(before_dependencies) == ["pyproject.toml", "uv.lock"]
+    assert {readme, "tasty_oneshot"} <= set(before_project)
+
+
+def test_the_final_stage_compiles_the_standard_library_as_the_pods_interpreter_loads_it(tmp_path):
+    """The base ships its standard library without bytecode, and the pods' root is read-only:
+    the final stage's compileall, replayed on a stand-in of the standard library, must leave
+    the bytecode the pods' interpreter looks for (its optimization level) and accepts however
+    the image's file times end up (a hash never checked), and skip the base's site-packages."""
+    _, final = containerfile_stages()
+    version = re.match(r"python:(3\.[0-9]+)", dict(final)["FROM"])
+    assert version, dict(final)["FROM"]
+    stdlib = f"/usr/local/lib/python{version[1]}"
+    [index] = [i for i, (ins, rest) in enumerate(final) if ins == "RUN" and "compileall" in rest]
+    run = final[index][1]
+    assert stdlib in shlex.split(run)
+    # Before the environment is copied in: a code change does not compile it all again.
+    assert index < final.index(("COPY", "--from=build /app/.venv /app/.venv"))
+
+    fake = tmp_path / "stdlib"
+    used = ["json/__init__.py", "email/utils.py", "zoneinfo/_common.py"]
+    for name in [*used, "site-packages/pip/__init__.py"]:
+        (fake / name).parent.mkdir(parents=True, exist_ok=True)
+        (fake / name).write_text(f"NAME = {name!r}\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(os.path.realpath(sys.executable))
+    env = {**env_of(final[:index]), "PATH": f"{bin_dir}:/usr/bin:/bin"}
+    replay = run.replace(stdlib, str(fake))
+    result = subprocess.run(
+        ["/bin/sh", "-c", replay], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    level = int(env_of(final).get("PYTHONOPTIMIZE") or 0)  # the manifests set none
+    for name in used:
+        source = fake / name
+        cached = importlib.util.cache_from_source(str(source), optimization=level or "")
+        data = Path(cached).read_bytes()
+        assert int.from_bytes(data[4:8], "little") == 0b01, name  # a hash, not checked
+        assert data[8:16] == importlib.util.source_hash(source.read_bytes()), name
+    assert not list((fake / "site-packages").rglob("*.pyc"))
+
+
 @functools.cache
 def uv_binary() -> str | None:
     """The uv running these tests (`uv run` says which in $UV), else one on PATH that runs."""
@@ -598,9 +701,10 @@ def uv_binary() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(uv_binary() is None, reason="uv is not on PATH (run the tests with uv run)")
 def test_the_containerfiles_install_steps_build_an_environment_without_dev_tools(tmp_path):
-    """The slowest test (~10-30 s): the build stage's COPY and RUN steps, replayed here into
-    a fresh directory and virtual environment (no container engine runs on these machines):
-    from uv's cache when it holds everything, else from the registries."""
+    """The slowest test (~10-30 s): the build stage's COPY and RUN steps, replayed here in
+    their order into a fresh directory and virtual environment (no container engine runs on
+    these machines), so each RUN sees only what was copied before it: from uv's cache when it
+    holds everything, else from the registries."""
     build, _ = containerfile_stages()
     runs = [rest for instruction, rest in build if instruction == "RUN"]
     assert runs and all("uv sync" in run for run in runs)
@@ -608,15 +712,6 @@ def test_the_containerfiles_install_steps_build_an_environment_without_dev_tools
         assert {"--locked", "--no-dev", "--no-editable"} <= set(run.split()), run
     source = tmp_path / "src"
     source.mkdir()
-    for instruction, rest in build:
-        if instruction == "COPY" and not rest.startswith("--from"):
-            *names, _ = shlex.split(rest)
-            for name in names:
-                if (ROOT / name).is_dir():
-                    ignore = shutil.ignore_patterns("__pycache__")
-                    shutil.copytree(ROOT / name, source / name, ignore=ignore)
-                else:
-                    shutil.copy(ROOT / name, source / name)
     venv = tmp_path / "venv"
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -633,7 +728,18 @@ def test_the_containerfiles_install_steps_build_an_environment_without_dev_tools
         "UV_PROJECT_ENVIRONMENT": str(venv),
     }
     started = time.monotonic()
-    for run in runs:
+    for instruction, run in build:
+        if instruction == "COPY" and not run.startswith("--from"):
+            *names, _ = shlex.split(run)
+            for name in names:
+                if (ROOT / name).is_dir():
+                    ignore = shutil.ignore_patterns("__pycache__")
+                    shutil.copytree(ROOT / name, source / name, ignore=ignore)
+                else:
+                    shutil.copy(ROOT / name, source / name)
+            continue
+        if instruction != "RUN":
+            continue
         offline = subprocess.run(
             ["/bin/sh", "-c", run], cwd=source, env={**env, "UV_OFFLINE": "1"},
             capture_output=True, text=True, timeout=300,

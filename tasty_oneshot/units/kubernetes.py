@@ -5,7 +5,8 @@ lines for a cron in New York: exactly the job's fire times, several lines where 
 say them (`period: 5400`). Each pod runs `tasty-oneshot run --job NAME --config ...
 --scheduled` from the mounted jobs file, gets its credentials from a Secret only, runs as a
 non-root user on a read-only root file system, and keeps its state (SQLite ledger, locks,
-caches) in an emptyDir that goes with the pod.
+caches) in an emptyDir that goes with the pod. The pods say what a run costs (memory and
+CPU requests, a memory limit), and finished Jobs are cleaned up by age and by count.
 """
 
 import hashlib
@@ -41,6 +42,28 @@ DNS_LABEL = re.compile(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 _PART = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 DNS_SUBDOMAIN = re.compile(rf"\A(?=.{{1,253}}\Z){_PART}(\.{_PART})*\Z")
 LABELS = {"app.kubernetes.io/name": "tasty-oneshot"}
+
+# What one run costs, so that the scheduler places a pod where it fits. One run peaked at
+# 231 MB (220 MiB): the CLI with pydantic-ai and the tasty-agent server it starts, their RSS
+# summed (benchmarks/many_at_once.py, a scripted model). The request is that with a little
+# room. The limit is twice the request: a real model's answers and real tool results (an
+# option chain, a long conversation) weigh more than the benchmark's, and reaching the limit
+# is a SIGKILL in the middle of a run (no outcome, no alert, the row left `abandoned`, maybe
+# an order in flight), where a limit set too high costs nothing until a run uses it.
+MEMORY_REQUEST = "256Mi"
+MEMORY_LIMIT = "512Mi"
+# A quarter of a core: the start is CPU-bound (the CLI imports pydantic-ai, 1.8 s, while the
+# server imports its own, 1.0 s), the rest of a run waits on the model. No CPU limit: a limit
+# throttles the pod even on an idle node (at 500m that start would take three times as long or
+# more), while the request already gives the pod its share of a busy node.
+CPU_REQUEST = "250m"
+# A finished Job and its pod (with the run's log) stay 4 days: a failure on the Friday
+# before a long weekend can still be read on the Tuesday. The history limits keep frequent
+# jobs to their last 3 successes and last 3 failures long before that (the API's defaults
+# are 3 and 1: one failure more would hide whether it keeps failing).
+FINISHED_JOB_TTL = 4 * 24 * 3600
+SUCCESSFUL_JOBS_KEPT = 3
+FAILED_JOBS_KEPT = 3
 
 
 class NameClash(ValueError):
@@ -231,6 +254,10 @@ def cron_job(
             {"name": "TASTY_ONESHOT_STATE_DIR", "value": STATE_DIR},
             {"name": "HOME", "value": WORK_DIR},
         ],
+        "resources": {
+            "requests": {"memory": MEMORY_REQUEST, "cpu": CPU_REQUEST},
+            "limits": {"memory": MEMORY_LIMIT},
+        },
         "securityContext": {
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
@@ -270,12 +297,15 @@ def cron_job(
             "concurrencyPolicy": "Forbid",
             # Later than max_delay the slot guard would skip the run anyway.
             "startingDeadlineSeconds": job.max_delay,
+            "successfulJobsHistoryLimit": SUCCESSFUL_JOBS_KEPT,
+            "failedJobsHistoryLimit": FAILED_JOBS_KEPT,
             "jobTemplate": {
                 "spec": {
                     # A failed run used up its slot: a retry would only be skipped.
                     "backoffLimit": 0,
                     # The run stops itself at its timeout (exit 124); this is the backstop.
                     "activeDeadlineSeconds": int(job.timeout) + 60,
+                    "ttlSecondsAfterFinished": FINISHED_JOB_TTL,
                     "template": {"metadata": {"labels": dict(LABELS)}, "spec": pod},
                 }
             },
