@@ -26,7 +26,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
-from tasty_oneshot.ledger import Finish, RunStart, Usage, host_name, open_ledger
+from tasty_oneshot.ledger import open_ledger
+from tasty_oneshot.ledger.rows import Finish, RunStart, Usage, host_name
 from tasty_oneshot.schedule import now_nyc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

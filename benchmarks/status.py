@@ -20,7 +20,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tasty_oneshot.ledger import RunStart
+from tasty_oneshot.ledger.rows import RunStart
 from tasty_oneshot.ledger.sqlite import SqliteLedger
 
 CLI = str(Path(sys.executable).parent / "tasty-oneshot")

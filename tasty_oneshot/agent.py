@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TextIO
 
 from tasty_oneshot.errors import UsageError, one_line
 from tasty_oneshot.jobs import Job, Limits, McpServer
-from tasty_oneshot.ledger import Usage
+from tasty_oneshot.ledger.rows import Usage
 from tasty_oneshot.mcp_server import TASTYTRADE_ENV, StdioServer, command_and_args
 from tasty_oneshot.model_names import near_known_name
 from tasty_oneshot.model_names import shown as shown_model

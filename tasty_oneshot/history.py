@@ -7,7 +7,8 @@ from typing import Any
 
 from tasty_oneshot import paths
 from tasty_oneshot.errors import EXIT_OK, UsageError
-from tasty_oneshot.ledger import dumps, open_ledger
+from tasty_oneshot.ledger import open_ledger
+from tasty_oneshot.ledger.rows import dumps
 from tasty_oneshot.schedule import NYC
 from tasty_oneshot.terminal import write_table
 

@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tasty_oneshot import ledger_rows as check
 from tasty_oneshot import paths
 from tasty_oneshot.errors import EXIT_OK, StateFault, UsageError
-from tasty_oneshot.ledger import open_ledger, utc
+from tasty_oneshot.ledger import open_ledger
+from tasty_oneshot.ledger import row_checks as check
+from tasty_oneshot.ledger.rows import utc
 
 REQUIRED = ("id", "job", "status", "started_at")  # in every version's runs table
 USAGE_COLUMNS = ("requests", "input_tokens", "output_tokens", "tool_calls")

@@ -38,15 +38,10 @@ if TYPE_CHECKING:
 TASTYTRADE_ENV = ("TASTYTRADE_CLIENT_SECRET", "TASTYTRADE_REFRESH_TOKEN", "TASTYTRADE_ACCOUNT_ID")
 INHERITED_ENV = ("HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER")
 DEFAULT_COMMAND, DEFAULT_ARGS = "tasty-agent", ("stdio",)
-LINE_LIMIT = 64 << 20  # bytes in one JSON-RPC message from the server
 STOP_GRACE = 2.0  # seconds a server gets to exit after its stdin closes, then after SIGTERM
 RETRY_PAUSE = 1.0  # seconds before a server that could not reach the network is started again
 
 log = logging.getLogger(__name__)
-
-
-class BrokenProtocol(Exception):
-    """The server wrote something that is not a JSON-RPC message to stdout."""
 
 
 def server_command(command: str) -> str:

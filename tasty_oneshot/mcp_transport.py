@@ -21,7 +21,11 @@ from mcp import ClientSession
 from mcp.shared.message import SessionMessage
 from mcp.types import InitializeResult, JSONRPCMessage
 
-from tasty_oneshot.mcp_server import LINE_LIMIT, BrokenProtocol
+LINE_LIMIT = 64 << 20  # bytes in one JSON-RPC message from the server
+
+
+class BrokenProtocol(Exception):
+    """The server wrote something that is not a JSON-RPC message to stdout."""
 
 
 class Server(Protocol):

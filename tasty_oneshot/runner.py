@@ -34,23 +34,16 @@ from tasty_oneshot.errors import (
 )
 from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job
 from tasty_oneshot.jobs_file import JobsFile, load_defaults, load_jobs_file, notify_sources
-from tasty_oneshot.ledger import (
-    LEDGER_ENV,
-    Finish,
-    RunStart,
-    Usage,
-    host_name,
-    ledger_url,
-    open_ledger,
-)
+from tasty_oneshot.ledger import LEDGER_ENV, ledger_url, open_ledger
+from tasty_oneshot.ledger.rows import Finish, RunStart, Usage, host_name
 from tasty_oneshot.lock import JobLocked
 from tasty_oneshot.market import Credentials, Verdict, cached_verdict
 from tasty_oneshot.notify import check_urls, notify_outcome
 from tasty_oneshot.schedule import check_slot, now_nyc
 
 if TYPE_CHECKING:
+    from tasty_oneshot.ledger.spool import Reservation
     from tasty_oneshot.mcp_server import StdioServer
-    from tasty_oneshot.spool import Reservation
     from tasty_oneshot.waiter import Resumed
 
 log = logging.getLogger("tasty_oneshot")
@@ -344,7 +337,7 @@ class Invocation:
 
     def reserve(self) -> None:
         """Keep space for the outcome, before anything of the agent starts."""
-        from tasty_oneshot.spool import Reservation
+        from tasty_oneshot.ledger.spool import Reservation
 
         self.reservation = Reservation(self.state)
 

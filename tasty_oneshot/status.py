@@ -25,7 +25,8 @@ from typing import Any, NamedTuple
 from tasty_oneshot import paths, terminal
 from tasty_oneshot.errors import EXIT_FAILED, EXIT_OK
 from tasty_oneshot.jobs import Job
-from tasty_oneshot.ledger import AGENT_STATUSES, Ledger, StatusFacts, iso, open_ledger, utc
+from tasty_oneshot.ledger import Ledger, open_ledger
+from tasty_oneshot.ledger.rows import AGENT_STATUSES, StatusFacts, iso, utc
 from tasty_oneshot.market import MarketDay, calendar_cached, known_day
 from tasty_oneshot.next_fires import fire_time_rows
 from tasty_oneshot.schedule import NYC, now_nyc

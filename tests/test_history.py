@@ -5,7 +5,7 @@ import sqlite3
 from datetime import datetime
 
 from tasty_oneshot.history import history
-from tasty_oneshot.ledger import Finish, RunStart, Usage
+from tasty_oneshot.ledger.rows import Finish, RunStart, Usage
 from tasty_oneshot.ledger.sqlite import SqliteLedger
 from tasty_oneshot.schedule import NYC
 

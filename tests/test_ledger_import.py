@@ -11,7 +11,7 @@ from datetime import datetime
 
 import pytest
 
-from tasty_oneshot.ledger import Finish, RunStart, Usage
+from tasty_oneshot.ledger.rows import Finish, RunStart, Usage
 from tasty_oneshot.ledger.sqlite import SqliteLedger
 from tasty_oneshot.schedule import NYC
 

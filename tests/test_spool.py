@@ -18,11 +18,11 @@ from test_faults import HOLD_LEDGER, RUN
 from test_postgres_ledger import cluster, pg  # noqa: F401 (fixtures)
 from test_run_lifecycle import jobs_file, wait_for
 
-from tasty_oneshot.ledger import Finish, RunStart, Usage
 from tasty_oneshot.ledger.postgres import PostgresLedger
+from tasty_oneshot.ledger.rows import Finish, RunStart, Usage
+from tasty_oneshot.ledger.spool import Reservation
 from tasty_oneshot.ledger.sqlite import SqliteLedger
 from tasty_oneshot.schedule import NYC
-from tasty_oneshot.spool import Reservation
 
 AT = datetime(2026, 11, 30, 9, 31, tzinfo=NYC)
 SLOT = datetime(2026, 11, 30, 9, 30, tzinfo=NYC)
@@ -229,7 +229,7 @@ def test_set_aside_files_alone_do_not_send_every_run_through_the_spool(tmp_path)
     (damaged / "7.json").write_text("not json")
     probe = (
         "import sys; from pathlib import Path; from tasty_oneshot.ledger import open_ledger; "
-        "open_ledger(Path(sys.argv[1])).close(); print('tasty_oneshot.spool' in sys.modules)"
+        "open_ledger(Path(sys.argv[1])).close(); print('tasty_oneshot.ledger.spool' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, str(state)], capture_output=True, text=True, timeout=60
@@ -246,7 +246,7 @@ def test_set_aside_files_alone_do_not_send_every_run_through_the_spool(tmp_path)
 def test_a_long_non_ascii_output_is_cut_to_fit_and_written_in(ws):
     """300,000 `é` take six bytes each in JSON: the kept file is cut until it fits its 256 KiB,
     so the next invocation reads it and writes the outcome in (not set aside as damaged)."""
-    from tasty_oneshot.spool import RESERVE
+    from tasty_oneshot.ledger.spool import RESERVE
 
     ws.state.mkdir(mode=0o700)
     ledger = SqliteLedger(ws.state)

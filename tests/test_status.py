@@ -19,7 +19,8 @@ import pytest
 
 from tasty_oneshot import paths
 from tasty_oneshot import status as status_module
-from tasty_oneshot.ledger import Finish, RunStart, open_ledger
+from tasty_oneshot.ledger import open_ledger
+from tasty_oneshot.ledger.rows import Finish, RunStart
 from tasty_oneshot.runner import file_jobs
 from tasty_oneshot.schedule import NYC
 

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tasty_oneshot.errors import StateFault, one_line
-from tasty_oneshot.ledger import (
+from tasty_oneshot.ledger.postgres_url import SECRET_KEYS, shown_url, url_passwords
+from tasty_oneshot.ledger.rows import (
     ABANDONED_MARKED,
     ABANDONED_SHOWN,
+    COLUMNS,
     FINISH_COLUMNS,
     Finish,
     RunStart,
@@ -39,7 +41,7 @@ from tasty_oneshot.ledger import (
     totals_sql,
     utc,
 )
-from tasty_oneshot.ledger.postgres_url import SECRET_KEYS, shown_url, url_passwords
+from tasty_oneshot.ledger.wait import wait_seconds
 from tasty_oneshot.lock import JobLocked
 from tasty_oneshot.secrets import redact, register
 
@@ -103,31 +105,6 @@ CREATE TABLE IF NOT EXISTS tasty_oneshot_leases (
     expires_at timestamptz NOT NULL
 );
 """
-COLUMNS = [
-    "job",
-    "status",
-    "reason",
-    "slot",
-    "slot_utc",
-    "agent_started",
-    "started_at",
-    "started_utc",
-    "finished_at",
-    "exit_code",
-    "output",
-    "model",
-    "trading",
-    "scheduled",
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "tool_calls",
-    "cost",
-    "pid",
-    "host",
-    "notify",
-    "source",
-]
 
 T = TypeVar("T")
 
@@ -168,7 +145,7 @@ class PostgresLedger:
         except psycopg.Error as exc:
             self.close()
             raise StateFault(self._describe(exc)) from None
-        from tasty_oneshot.spool import replay
+        from tasty_oneshot.ledger.spool import replay
 
         replay(self.state, self)
         return self._db
@@ -180,8 +157,6 @@ class PostgresLedger:
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
         from psycopg.rows import dict_row
-
-        from tasty_oneshot.ledger.sqlite import wait_seconds
 
         # libpq's own reading of the URL: whatever it takes for a password is a secret too.
         given = conninfo_to_dict(self.url)
@@ -203,8 +178,6 @@ class PostgresLedger:
     def _limit(self) -> float:
         """Seconds the next operation may take: what a lock wait needs, never past the run's
         deadline (but a moment even after it, to record a run that passed its timeout)."""
-        from tasty_oneshot.ledger.sqlite import wait_seconds
-
         limit = wait_seconds() + OPERATION_SLACK
         if self.deadline is not None:
             limit = min(limit, self.deadline - time.monotonic())
@@ -333,7 +306,7 @@ class PostgresLedger:
         """A skip or a lock refusal. Decided before this invocation connected (the slot guard,
         the cached market day): kept locally, written in by the next that connects."""
         if not self.connected:
-            from tasty_oneshot.spool import keep_row
+            from tasty_oneshot.ledger.spool import keep_row
 
             keep_row(self.state, self.where, start, status, reason, finished_at, exit_code)
             return 0

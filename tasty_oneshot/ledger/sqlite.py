@@ -6,8 +6,6 @@ directory. Every SQLite failure becomes one line naming the file and what to do.
 """
 
 import contextlib
-import math
-import os
 import sqlite3
 from collections.abc import Callable
 from datetime import datetime
@@ -15,10 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tasty_oneshot import paths
-from tasty_oneshot.errors import StateFault, UsageError
-from tasty_oneshot.ledger import (
+from tasty_oneshot.errors import StateFault
+from tasty_oneshot.ledger.rows import (
     ABANDONED_MARKED,
     ABANDONED_SHOWN,
+    COLUMNS,
     FINISH_COLUMNS,
     Finish,
     RunStart,
@@ -31,13 +30,12 @@ from tasty_oneshot.ledger import (
     totals_sql,
     utc,
 )
+from tasty_oneshot.ledger.wait import wait_seconds
 from tasty_oneshot.lock import JobLock, is_held, lock_path
 from tasty_oneshot.secrets import redact
 
 FILE_NAME = "ledger.sqlite3"
 SCHEMA_VERSION = 4
-WAIT_ENV = "TASTY_ONESHOT_LEDGER_WAIT"
-DEFAULT_WAIT = 10.0  # seconds to wait for a ledger another process holds locked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -86,21 +84,6 @@ ADDED_COLUMNS = (
 )
 
 T = TypeVar("T")
-
-
-def wait_seconds() -> float:
-    """$TASTY_ONESHOT_LEDGER_WAIT, else 10: how long to wait for a ledger held locked. A value
-    that is not a number of seconds from 0.1 to 3600 is a usage error (empty: unset)."""
-    text = os.environ.get(WAIT_ENV)
-    if not text:
-        return DEFAULT_WAIT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0.1 <= seconds <= 3600.0:  # nan and inf too
-        raise UsageError(f"${WAIT_ENV}: {text[:20]!r} is not a number of seconds from 0.1 to 3600")
-    return seconds
 
 
 class SqliteLedger:
@@ -223,7 +206,6 @@ class SqliteLedger:
 
     def import_rows(self, rows: list[dict[str, Any]]) -> int:
         """Rows of another ledger, each once (keyed by `source`); how many were new."""
-        from tasty_oneshot.ledger.postgres import COLUMNS
 
         def write() -> int:
             added = 0

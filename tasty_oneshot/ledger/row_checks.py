@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from tasty_oneshot.jobs import MAX_TEXT, NAME, NAME_RULE, TRADING_MODES
-from tasty_oneshot.ledger import AGENT_STATUSES, STATUSES
+from tasty_oneshot.ledger.rows import AGENT_STATUSES, STATUSES
 
 LONG_TEXT = 1 << 20  # characters of an output, a reason or a notify note
 SHORT_TEXT = 1000  # characters of a host name or a source key

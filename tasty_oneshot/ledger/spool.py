@@ -20,21 +20,23 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from tasty_oneshot import ledger_rows as check
 from tasty_oneshot import paths
 from tasty_oneshot.errors import StateFault
-from tasty_oneshot.ledger import (
+from tasty_oneshot.ledger import row_checks as check
+from tasty_oneshot.ledger.rows import (
     FINISH_COLUMNS,
     Finish,
-    Ledger,
     RunStart,
     Usage,
     finish_values,
     start_columns,
 )
 from tasty_oneshot.secrets import redact
+
+if TYPE_CHECKING:
+    from tasty_oneshot.ledger import Ledger
 
 log = logging.getLogger("tasty_oneshot")
 
@@ -165,7 +167,7 @@ class Damaged(Exception):
     """A kept file that cannot be read as an outcome; says why."""
 
 
-def replay(state: Path, ledger: Ledger) -> int:
+def replay(state: Path, ledger: "Ledger") -> int:
     """Write kept outcomes into the ledger; how many were written. Cheap when there are none."""
     directory = spool_dir(state)
     try:
@@ -214,7 +216,7 @@ def replay(state: Path, ledger: Ledger) -> int:
     return written
 
 
-def _write(kept: Kept, ledger: Ledger) -> bool:
+def _write(kept: Kept, ledger: "Ledger") -> bool:
     """Write one kept file into the ledger; whether the ledger now holds it."""
     if kept.row is not None:
         assert kept.start is not None
