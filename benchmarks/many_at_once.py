@@ -74,9 +74,10 @@ def mark(name):
     marks.setdefault(name, time.time())
 import tasty_oneshot.cli as cli
 import tasty_oneshot.runner as runner
+import tasty_oneshot.agent_phase as agent_phase
 import tasty_oneshot.agent as agent
 mark("CLI and runner imported")
-start_server, import_agent = runner._start_server, runner._import_agent
+start_server, import_agent = agent_phase._start_server, agent_phase._import_agent
 resolve_model, run_agent = agent.resolve_model, agent.run_agent
 def _start_server(run):
     mark("server spawn begins")
@@ -98,7 +99,7 @@ def _resolve_model(job):
 async def _run_agent(*args, **kwargs):
     mark("agent run begins")
     return await run_agent(*args, **kwargs)
-runner._start_server, runner._import_agent = _start_server, _import_agent
+agent_phase._start_server, agent_phase._import_agent = _start_server, _import_agent
 agent.resolve_model, agent.run_agent = _resolve_model, _run_agent
 try:
     cli.main(sys.argv[1:])

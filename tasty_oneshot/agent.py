@@ -139,7 +139,7 @@ def check_ready(job: Job) -> None:
 
 
 def import_pydantic_ai() -> None:
-    """The heavy imports of a run that starts the agent, all at once (see runner.in_thread)."""
+    """The heavy imports of a run that starts the agent, all at once (see agent_phase.in_thread)."""
     import pydantic_ai
     import pydantic_ai.mcp
     import pydantic_ai.models  # noqa: F401

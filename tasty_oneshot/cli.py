@@ -385,7 +385,8 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         if args.command == "run":
-            from tasty_oneshot.runner import RunRequest, run
+            from tasty_oneshot.invocation import RunRequest
+            from tasty_oneshot.runner import run
 
             return run(
                 RunRequest(
@@ -474,8 +475,9 @@ def dispatch(argv: Sequence[str] | None = None) -> int:
 
 def _next(args: argparse.Namespace) -> int:
     """`next`: one ad hoc schedule, the jobs named, or every scheduled job of the file."""
+    from tasty_oneshot.invocation import RunRequest
     from tasty_oneshot.next_fires import show_next
-    from tasty_oneshot.runner import RunRequest, file_jobs, load_job
+    from tasty_oneshot.runner import file_jobs, load_job
 
     options = _job_options(args)
     flags_alone = args.instructions is None and not args.job and not args.all

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import FAKETIME, faketime
 
-from tasty_oneshot import market, runner, secrets
+from tasty_oneshot import agent_phase, market, runner, secrets
 from tasty_oneshot.ledger.sqlite import SqliteLedger
 from tasty_oneshot.schedule import NYC
 
@@ -109,7 +109,7 @@ def test_a_timeout_used_up_before_the_agent_ends_124_and_leaves_the_slot_free(
     monkeypatch.setattr(market, "check_market", blocking_check)
     monkeypatch.setattr(runner, "now_nyc", lambda: datetime(2026, 11, 30, 9, 31, tzinfo=NYC))
     spawned: list[object] = []  # the server is never spawned (its spawn is seen, not raced)
-    monkeypatch.setattr(runner, "_start_server", lambda run: spawned.append(run))
+    monkeypatch.setattr(agent_phase, "_start_server", lambda run: spawned.append(run))
     code = runner.run(runner.RunRequest(job="check", scheduled=True))
     assert code == 124
     assert spawned == []
