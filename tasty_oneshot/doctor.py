@@ -31,8 +31,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tasty_oneshot import paths, secrets, terminal
 from tasty_oneshot.env_file import load_env_file
 from tasty_oneshot.errors import EXIT_FAILED, EXIT_OK, UsageError, one_line
-from tasty_oneshot.jobs import MODEL_ENV, Job, McpServer, resolve_job
-from tasty_oneshot.jobs_file import JobsFile
+from tasty_oneshot.jobs import MODEL_ENV, Job, McpServer
+from tasty_oneshot.jobs_file import JobsFile, resolve_job
 from tasty_oneshot.mcp_server import TASTYTRADE_ENV
 from tasty_oneshot.schedule import NYC, now_nyc
 from tasty_oneshot.server_log import ServerLog, last_error

@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tasty_oneshot import paths
 from tasty_oneshot.env_file import env_values, load_env_file, read_env_text
 from tasty_oneshot.errors import EXIT_OK, UsageError
-from tasty_oneshot.jobs import MODEL_ENV, SCHEDULE_KEYS, Job, resolve_job, shown
-from tasty_oneshot.jobs_file import VARIABLE, load_jobs_file, notify_sources
+from tasty_oneshot.jobs import MODEL_ENV, SCHEDULE_KEYS, Job, shown
+from tasty_oneshot.jobs_file import VARIABLE, load_jobs_file, notify_sources, resolve_job
 from tasty_oneshot.mcp_server import command_and_args
 from tasty_oneshot.notify import check_urls
 from tasty_oneshot.schedule import NYC, cron_fields, now_nyc

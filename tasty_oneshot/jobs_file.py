@@ -1,4 +1,5 @@
-"""Reading the jobs file: bytes to checked keys, every job, every time.
+"""Reading the jobs file: bytes to checked keys, every job, every time; then one job, resolved
+from the file and the command line.
 
 Nothing about it is cached: what a run does comes from the jobs file and the command line,
 never from a file in the state directory. Reading it stays cheap (libyaml, one pass): the
@@ -10,21 +11,31 @@ key is checked. Each error is one line naming the file, the job and the key.
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from tasty_oneshot.errors import UsageError
 from tasty_oneshot.jobs import (
+    DEFAULT_MAX_DELAY,
+    DEFAULT_TIMEOUT,
     JOB_KEYS,
+    MAX_TEXT,
+    MODEL_ENV,
     NAME,
     NAME_RULE,
+    SCHEDULE_KEYS,
     TOP_KEYS,
+    Job,
+    Limits,
     McpServer,
     check_keys,
+    label,
     schedule_from,
     shown,
 )
+from tasty_oneshot.model_names import model_problem
+from tasty_oneshot.model_names import shown as shown_model
 
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 16
@@ -89,6 +100,116 @@ def notify_sources(
             sources.append((f"{jobs_file.path}: job '{name}': ", keys.get("notify", ())))
     sources.append(("", options.get("notify", ())))
     return sources
+
+
+def resolve_job(
+    jobs_file: JobsFile | None,
+    *,
+    job_name: str | None,
+    instructions: str | None,
+    name: str | None,
+    options: Mapping[str, Any],
+) -> Job:
+    """One job: the command line's options over the job's keys over the file's defaults.
+
+    `options` holds the command line's job keys (already checked), only those given.
+    """
+    if job_name is not None and instructions is None:
+        if not NAME.match(job_name):
+            raise UsageError(f"--job {job_name[:80]!r}: no such job: a name is {NAME_RULE}")
+        if name is not None:
+            raise UsageError("--name names an ad hoc job (INSTRUCTIONS); a --job has its name")
+        if jobs_file is None:
+            from tasty_oneshot.paths import where_looked
+
+            raise UsageError(f"--job {job_name}: no jobs file found ({where_looked()})")
+        if job_name not in jobs_file.jobs:
+            known = ", ".join(sorted(jobs_file.jobs)) or "none"
+            raise UsageError(f"{jobs_file.path}: job '{job_name}': no such job (jobs: {known})")
+        own = jobs_file.jobs[job_name]
+        where = f"{jobs_file.path}: job '{job_name}': "
+        source: Path | None = jobs_file.path
+    elif instructions is not None and job_name is None:
+        if not instructions.strip():
+            raise UsageError("INSTRUCTIONS is empty")
+        if len(instructions) > MAX_TEXT:
+            raise UsageError(f"INSTRUCTIONS: longer than {MAX_TEXT} characters")
+        own = {"instructions": instructions}
+        job_name = name or adhoc_name(instructions)
+        if not NAME.match(job_name):
+            raise UsageError(f"--name {job_name[:80]!r}: must be {NAME_RULE}")
+        where = ""
+        source = None
+    else:
+        known = (
+            f" (jobs in {jobs_file.path}: {', '.join(sorted(jobs_file.jobs))})"
+            if (jobs_file is not None and jobs_file.jobs and job_name is None)
+            else ""
+        )
+        raise UsageError(f"give exactly one of INSTRUCTIONS or --job NAME{known}")
+    defaults = jobs_file.defaults if jobs_file else {}
+    merged = {**defaults, **own}
+    schedule_where = where
+    if any(k in options for k in SCHEDULE_KEYS):
+        # A schedule on the command line replaces the job's schedule as a whole.
+        merged = {k: v for k, v in merged.items() if k not in SCHEDULE_KEYS}
+        schedule_where = ""
+    merged.update(options)
+    schedule = schedule_from(merged, schedule_where)
+    limits = Limits(
+        **{
+            k: merged[k]
+            for k in ("max_requests", "max_tool_calls", "max_tokens", "max_cost")
+            if k in merged
+        }
+    )
+    model = merged.get("model") or os.environ.get(MODEL_ENV) or None
+    if "model" in options:
+        model_from = "--model"
+    elif "model" in own and where:
+        model_from = label(where, "model")
+    elif "model" in defaults and jobs_file is not None:
+        model_from = label(f"{jobs_file.path}: ", "model")
+    else:
+        model_from = f"${MODEL_ENV}"
+    if model:
+        check_model(model, model_from)
+    return Job(
+        name=job_name,
+        instructions=merged["instructions"],
+        schedule=schedule,
+        ignore_market_hours=merged.get("ignore_market_hours", False),
+        model=model,
+        mcp=merged.get("mcp"),
+        trading=merged.get("trading", "read-only"),
+        timeout=merged.get("timeout", DEFAULT_TIMEOUT),
+        max_delay=merged.get("max_delay", DEFAULT_MAX_DELAY),
+        limits=limits,
+        remember=merged.get("remember", "none"),
+        notify=merged.get("notify", ()),
+        notify_on=merged.get("notify_on", ("failure",)),
+        ping=merged.get("ping"),
+        source=source,
+        model_from=model_from,
+    )
+
+
+def check_model(model: str, given_in: str) -> None:
+    """Refuse (exit 2) a model identifier pydantic-ai cannot resolve, naming where it was given
+    and the identifier meant. Cheap (see model_names), so it runs whenever a job loads, a run
+    the market check skips included."""
+    problem = model_problem(model)
+    if problem:
+        raise UsageError(f"{given_in}: model {shown_model(model)}: {problem}")
+
+
+def adhoc_name(instructions: str) -> str:
+    """A stable name for ad hoc instructions: a readable slug plus a short hash."""
+    import hashlib  # not at the top: only ad hoc runs need it, and a skip must stay light
+
+    slug = re.sub(r"[^a-z0-9]+", "-", instructions.lower()).strip("-")[:40].strip("-")
+    digest = hashlib.sha256(instructions.encode()).hexdigest()[:8]
+    return f"{slug}-{digest}" if slug else f"job-{digest}"
 
 
 def _read(path: Path) -> str:

@@ -19,8 +19,14 @@ from tasty_oneshot.agent import check_ready
 from tasty_oneshot.env_file import load_env_file
 from tasty_oneshot.errors import EXIT_LOCKED, EXIT_OK, UsageError
 from tasty_oneshot.invocation import Invocation, RunRequest
-from tasty_oneshot.jobs import SCHEDULE_KEYS, Job, resolve_job
-from tasty_oneshot.jobs_file import JobsFile, load_defaults, load_jobs_file, notify_sources
+from tasty_oneshot.jobs import SCHEDULE_KEYS, Job
+from tasty_oneshot.jobs_file import (
+    JobsFile,
+    load_defaults,
+    load_jobs_file,
+    notify_sources,
+    resolve_job,
+)
 from tasty_oneshot.ledger import LEDGER_ENV, ledger_url
 from tasty_oneshot.ledger.rows import host_name
 from tasty_oneshot.lock import JobLocked

@@ -13,7 +13,8 @@ import pytest
 
 from tasty_oneshot import agent, model_names
 from tasty_oneshot.errors import UsageError
-from tasty_oneshot.jobs import Job, resolve_job
+from tasty_oneshot.jobs import Job
+from tasty_oneshot.jobs_file import resolve_job
 from tasty_oneshot.model_names import model_problem
 
 SATURDAY = "2026-11-28 15:00:00"  # 10:00 in New York on a Saturday: the market is closed
@@ -92,7 +93,7 @@ def test_the_cheap_check_refuses_what_pydantic_ai_refuses(model):
 def test_the_cheap_check_of_a_good_model_imports_no_pydantic_ai():
     code = (
         "import sys\n"
-        "from tasty_oneshot.jobs import resolve_job\n"
+        "from tasty_oneshot.jobs_file import resolve_job\n"
         "for model in ('openai:gpt-5-mini', 'anthropic:claude-x', 'gateway/chat:x', 'test'):\n"
         "    job = resolve_job(None, job_name=None, instructions='x', name=None,\n"
         "                      options={'model': model})\n"
