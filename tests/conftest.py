@@ -1,14 +1,20 @@
 """Shared test helpers: the real CLI in a subprocess, a clean environment, real files."""
 
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -92,6 +98,15 @@ class Workspace:
             **popen,
         )
 
+    def call(
+        self, *args: str, at: str | None = None, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
+        """The same command, run in this process: for what does not depend on the process
+        boundary (parsing, resolution, unit text, schedules, status arithmetic). Only a test
+        of exit codes as the shell sees them, signals, locks or the timers' environment
+        needs `cli`. (`timeout` is accepted for `cli`'s sake: a run bounds itself.)"""
+        return call_cli(args, cwd=self.root, env=self.env, at=at)
+
     def popen(self, *args: str, at: str | None = None) -> subprocess.Popen:
         return subprocess.Popen(
             self.command(*args, at=at),
@@ -109,9 +124,106 @@ class Workspace:
         return cmd
 
     def history(self, *args: str) -> list[dict]:
-        result = self.cli("history", "--json", *args)
+        result = self.call("history", "--json", *args)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+
+def call_cli(
+    args: tuple[str, ...] | list[str], cwd: Path, env: dict[str, str], at: str | None = None
+) -> subprocess.CompletedProcess:
+    """`tasty-oneshot ARGS` in this process, as `python -m tasty_oneshot` would run it: in
+    `cwd`, with exactly `env` as the environment, stdout and stderr captured, the clock moved
+    to `at` (read as UTC, then ticking, as faketime does) and everything the command changes
+    in the process (environment, directory, logging, registered secrets) put back after."""
+    from tasty_oneshot import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        _process_state(cwd, env),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        _clock(at),
+    ):
+        try:
+            code = cli.dispatch(list(args))
+        except SystemExit as exc:  # argparse's --help and usage errors
+            code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    return subprocess.CompletedProcess(
+        ["tasty-oneshot", *args], code, out.getvalue(), err.getvalue()
+    )
+
+
+@contextlib.contextmanager
+def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
+    from tasty_oneshot import secrets, stdio
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    ours = logging.getLogger("tasty_oneshot")
+    saved_ours = ours.level
+    saved_secrets = secrets._values
+    signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    saved_signals = {sig: signal.getsignal(sig) for sig in signals}
+    os.environ.clear()
+    os.environ.update(env)
+    time.tzset()
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        time.tzset()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        ours.setLevel(saved_ours)
+        secrets._values = saved_secrets
+        stdio.failure = None
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+
+
+# The offline calendar a process of the real CLI builds once, its range counted from its own
+# today: in this process, one per faked day (exchange_calendars caches one calendar per name,
+# so it is swapped in and out of that cache; building one costs a tenth of a second).
+_calendars: dict[object, tuple[object, dict]] = {}
+_calendar_day: list[object] = [datetime.now(UTC).date()]
+
+
+@contextlib.contextmanager
+def _clock(at: str | None) -> Iterator[None]:
+    if at is None:
+        yield
+        return
+    import time_machine
+
+    moment = datetime.fromisoformat(at).replace(tzinfo=UTC)
+    _offline_calendar_of(moment.date())
+    try:
+        with time_machine.travel(moment, tick=True):
+            yield
+    finally:  # the calendar of this process's real today again, for what runs next
+        _offline_calendar_of(datetime.now(UTC).date())
+
+
+def _offline_calendar_of(day: object) -> None:
+    if _calendar_day[0] == day:
+        return
+    from exchange_calendars.calendar_utils import global_calendar_dispatcher
+
+    from tasty_oneshot import market
+
+    cache = global_calendar_dispatcher._factory_output_cache
+    if "XNYS" in cache:
+        _calendars[_calendar_day[0]] = cache["XNYS"]
+    cache.pop("XNYS", None)
+    if day in _calendars:
+        cache["XNYS"] = _calendars[day]  # type: ignore[assignment]
+    market._xnys.cache_clear()
+    _calendar_day[0] = day
 
 
 def clean_env(root: Path) -> dict[str, str]:

@@ -58,7 +58,7 @@ def assert_stopped_by(ws, result, limit: str) -> dict:
 def test_max_requests_on_the_command_line_stops_a_runaway_model(ws, stub):
     stub.mode("loop")
     jobs_file(ws)
-    result = ws.cli(*RUN, "--max-requests", "3")
+    result = ws.call(*RUN, "--max-requests", "3")
     row = assert_stopped_by(ws, result, "request_limit")
     assert 1 <= len(stub.requests()) <= 3
     assert row["usage"]["requests"] == len(stub.requests())
@@ -67,7 +67,7 @@ def test_max_requests_on_the_command_line_stops_a_runaway_model(ws, stub):
 def test_max_tool_calls_in_the_jobs_file_stops_a_runaway_model(ws, stub):
     stub.mode("loop")
     jobs_file(ws, "max_tool_calls: 2")
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert_stopped_by(ws, result, "tool_calls_limit")
     assert 1 <= len(ws.calls()) <= 2
     assert len(stub.requests()) <= 3  # two tool calls made, the third refused
@@ -76,7 +76,7 @@ def test_max_tool_calls_in_the_jobs_file_stops_a_runaway_model(ws, stub):
 def test_max_tokens_in_the_jobs_file_stops_a_runaway_model(ws, stub):
     stub.mode("loop")
     jobs_file(ws, "max_tokens: 300")  # the stub reports 120 tokens per response
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     row = assert_stopped_by(ws, result, "total_tokens_limit")
     assert len(stub.requests()) <= 3
     assert row["usage"]["input_tokens"] + row["usage"]["output_tokens"] > 0
@@ -85,7 +85,7 @@ def test_max_tokens_in_the_jobs_file_stops_a_runaway_model(ws, stub):
 def test_a_job_without_limits_still_stops_a_runaway_loop(ws, stub):
     stub.mode("loop")
     jobs_file(ws)
-    result = ws.cli(*RUN, timeout=120)
+    result = ws.call(*RUN, timeout=120)
     assert result.returncode == 1, result.stderr
     [row] = ws.history()
     assert row["status"] == "failed", row
@@ -109,11 +109,11 @@ def test_max_cost_stops_a_model_whose_price_is_known_and_the_cost_is_recorded(ws
         "  check:\n    instructions: Check my positions\n    max_cost: 0.001\n",
     )
     stub.mode("loop")
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     row = assert_stopped_by(ws, result, "cost_limit")
     assert row["cost"] is not None and row["cost"] > 0.001, row["cost"]
     assert len(stub.requests()) < Limits().max_requests
-    plain = ws.cli("history")
+    plain = ws.call("history")
     tokens = row["usage"]["input_tokens"] + row["usage"]["output_tokens"]
     assert totals_table(plain.stdout) == {"check": ["1", "0", str(tokens), f"${row['cost']:.4f}"]}
 
@@ -121,7 +121,7 @@ def test_max_cost_stops_a_model_whose_price_is_known_and_the_cost_is_recorded(ws
 def test_max_cost_for_a_model_without_a_known_price_is_logged_not_enforced(ws, stub):
     jobs_file(ws, "max_cost: 0.5")
     stub.mode("answer", "fine")
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert result.returncode == 0, result.stderr
     # pydantic-ai's warning that it cannot price the model comes out as one of our log lines
     for line in result.stderr.splitlines():
@@ -146,7 +146,7 @@ def test_a_limit_that_is_not_positive_is_a_usage_error(ws, stub, line, key):
 
 
 def assert_usage_error(ws, stub, path: Path, key: str) -> None:
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert result.returncode == 2, result.stderr
     assert str(path) in result.stderr and "job 'check'" in result.stderr
     assert f"'{key}'" in result.stderr, result.stderr
@@ -161,17 +161,17 @@ def test_remember_last_gives_the_previous_successful_output_and_its_time(ws, stu
     jobs_file(ws, "remember: last")
     long_output = "FIRST-OUTPUT-7731 " + "x" * 20_000 + " FIRST-TAIL-7731"
     stub.mode("answer", long_output)
-    first = ws.cli(*RUN)
+    first = ws.call(*RUN)
     assert first.returncode == 0, first.stderr
     # the first run has nothing to remember
     assert "previous" not in messages_text(stub.requests()[0]).lower()
 
     stub.mode("loop")  # the second run fails on a limit
-    second = ws.cli(*RUN, "--max-requests", "2")
+    second = ws.call(*RUN, "--max-requests", "2")
     assert second.returncode == 1, second.stderr
     stub.mode("answer", "THIRD-OUTPUT")
     seen = len(stub.requests())
-    third = ws.cli(*RUN)
+    third = ws.call(*RUN)
     assert third.returncode == 0, third.stderr
 
     run3, run2, run1 = ws.history()
@@ -203,9 +203,9 @@ def _nyc(iso: str) -> str:
 def test_without_remember_no_previous_output_is_sent_and_remember_on_the_command_line(ws, stub):
     jobs_file(ws)
     stub.mode("answer", "FIRST-OUTPUT-5512")
-    assert ws.cli(*RUN).returncode == 0
+    assert ws.call(*RUN).returncode == 0
     stub.mode("answer", "SECOND-OUTPUT-5512")
-    assert ws.cli(*RUN).returncode == 0
+    assert ws.call(*RUN).returncode == 0
     second = messages_text(stub.requests()[1])
     assert "FIRST-OUTPUT-5512" not in second
     # and without `notify`, no notify tool is offered
@@ -213,7 +213,7 @@ def test_without_remember_no_previous_output_is_sent_and_remember_on_the_command
     assert "account_overview" in tools and "notify" not in tools
 
     stub.mode("answer", "THIRD-OUTPUT-5512")
-    third = ws.cli(*RUN, "--remember", "last")
+    third = ws.call(*RUN, "--remember", "last")
     assert third.returncode == 0, third.stderr
     text = messages_text(stub.requests()[2])
     assert "SECOND-OUTPUT-5512" in text  # the latest successful run, and only that one
@@ -231,7 +231,7 @@ def test_notify_on_output_posts_the_output_once(ws, stub, receiver):
     rx = receiver()
     jobs_file(ws, alert_job(rx.url(), "notify_on: [output]"))
     stub.mode("answer", "ALL-GOOD-4242")
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ALL-GOOD-4242"
     [post] = rx.posts
@@ -244,7 +244,7 @@ def test_failure_posts_once_by_default_and_output_does_not(ws, stub, receiver):
     rx = receiver()
     jobs_file(ws, alert_job(rx.url()))
     stub.mode("loop")
-    failed = ws.cli(*RUN, "--max-requests", "2")
+    failed = ws.call(*RUN, "--max-requests", "2")
     assert failed.returncode == 1, failed.stderr
     [post] = rx.posts
     assert "request_limit" in post["body"] or "limit" in post["body"]
@@ -253,7 +253,7 @@ def test_failure_posts_once_by_default_and_output_does_not(ws, stub, receiver):
     assert row["status"] == "failed" and row["notify"] == "failure alert: sent", row["notify"]
 
     stub.mode("answer", "fine")
-    ok = ws.cli(*RUN)
+    ok = ws.call(*RUN)
     assert ok.returncode == 0, ok.stderr
     assert len(rx.posts) == 1  # default notify_on is [failure]: a good run sends nothing
     assert ws.history()[0]["notify"] is None
@@ -270,7 +270,7 @@ def test_notify_tool_sends_only_when_the_condition_holds(ws, stub, receiver):
         "  loud:\n    instructions: Today IVRANK-HIGH-93. Alert me if IV rank is above 80\n"
         f"    notify: [{json.dumps(rx.url())}]\n",
     )
-    quiet = ws.cli("run", "--job", "quiet", "--ignore-market-hours")
+    quiet = ws.call("run", "--job", "quiet", "--ignore-market-hours")
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stdout.strip() == "nothing to report"
     assert rx.posts == []
@@ -278,7 +278,7 @@ def test_notify_tool_sends_only_when_the_condition_holds(ws, stub, receiver):
     tools = [t["function"]["name"] for t in stub.requests()[0].get("tools", [])]
     assert "notify" in tools
 
-    loud = ws.cli("run", "--job", "loud", "--ignore-market-hours")
+    loud = ws.call("run", "--job", "loud", "--ignore-market-hours")
     assert loud.returncode == 0, loud.stderr
     assert loud.stdout.strip() == "alerted"
     [post] = rx.posts
@@ -363,7 +363,7 @@ def test_secrets_appear_in_no_output_channel(ws, stub, receiver, tmp_path):
     )
     stub.mode("answer", leak)
     texts = {}
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert result.returncode == 0, result.stderr
     assert "refresh token ***" in result.stdout  # the answer arrived, hidden
     assert re.search(r"WARNING - .*notify", result.stderr)  # the failing URL was logged
@@ -371,12 +371,12 @@ def test_secrets_appear_in_no_output_channel(ws, stub, receiver, tmp_path):
     texts["run stdout"], texts["run stderr"] = result.stdout, result.stderr
 
     stub.mode("loop")  # and a failed run, which alerts too
-    failed = ws.cli(*RUN, "--max-requests", "1")
+    failed = ws.call(*RUN, "--max-requests", "1")
     assert failed.returncode == 1, failed.stderr
     texts["failed stdout"], texts["failed stderr"] = failed.stdout, failed.stderr
 
     for args in (("history",), ("history", "--json")):
-        shown = ws.cli(*args)
+        shown = ws.call(*args)
         assert shown.returncode == 0, shown.stderr
         texts[" ".join(args)] = shown.stdout + shown.stderr
     assert "***" in texts["history --json"]
@@ -389,7 +389,7 @@ def test_secrets_appear_in_no_output_channel(ws, stub, receiver, tmp_path):
     env_file = ws.write("secrets.env", "".join(f"{k}={v}\n" for k, v in SECRETS.items()))
     env_file.chmod(0o600)
     units = tmp_path / "units"
-    systemd = ws.cli(
+    systemd = ws.call(
         "generate-units", "--job", "check", "--target", "systemd",
         "--output-dir", str(units), "--env-file", str(env_file),
     )  # fmt: skip
@@ -399,7 +399,7 @@ def test_secrets_appear_in_no_output_channel(ws, stub, receiver, tmp_path):
     assert written
     for path in written:
         texts[path.name] = path.read_text()
-    cron = ws.cli(
+    cron = ws.call(
         "generate-units", "--job", "check", "--target", "crontab",
         "--cron-tz", "UTC", "--env-file", str(env_file),
     )  # fmt: skip
@@ -435,7 +435,7 @@ def test_generate_units_warns_about_an_env_file_others_can_read(ws, mode, warned
         "secrets.env", "".join(f"{k}={v}\n" for k, v in SECRETS.items())
     )
     env_file.chmod(mode)
-    result = ws.cli(
+    result = ws.call(
         "generate-units", "--job", "check", "--target", "crontab", "--env-file", str(env_file)
     )
     assert result.returncode == 0, result.stderr
@@ -472,7 +472,7 @@ def test_bad_guardrail_keys_are_usage_errors(ws, stub, line, key):
 )
 def test_bad_guardrail_options_are_usage_errors(ws, stub, args, flag):
     jobs_file(ws)
-    result = ws.cli(*RUN, *args)
+    result = ws.call(*RUN, *args)
     assert result.returncode == 2, result.stderr
     assert flag in result.stderr
     assert stub.requests() == [] and ws.server_starts() == []
@@ -501,11 +501,11 @@ def test_history_since_limits_the_listing_and_the_table_ends_with_totals(ws, stu
         "  beta:\n    instructions: B\n",
     )
     for minute in (1, 2):  # a year ago: two skipped runs
-        old = ws.cli("run", "--job", "alpha", "--scheduled", at=LAST_THANKSGIVING.format(minute))
+        old = ws.call("run", "--job", "alpha", "--scheduled", at=LAST_THANKSGIVING.format(minute))
         assert old.returncode == 0, old.stderr
     stub.mode("answer", "fine")
     for _ in range(2):
-        result = ws.cli("run", "--job", "beta", "--ignore-market-hours")
+        result = ws.call("run", "--job", "beta", "--ignore-market-hours")
         assert result.returncode == 0, result.stderr
 
     everything = ws.history()
@@ -519,14 +519,14 @@ def test_history_since_limits_the_listing_and_the_table_ends_with_totals(ws, stu
     beta_tokens = sum(r["usage"]["input_tokens"] + r["usage"]["output_tokens"] for r in recent)
     assert beta_tokens == 2 * 120  # what the stub reported, for both runs
 
-    plain = ws.cli("history", "--since", today)
+    plain = ws.call("history", "--since", today)
     assert plain.returncode == 0, plain.stderr
     totals = totals_table(plain.stdout)
     assert totals == {"beta": ["2", "0", str(beta_tokens), "unknown"]}
     listed = [line.split()[0] for line in plain.stdout.splitlines()[1:] if line[:1].isdigit()]
     assert listed == [str(r["id"]) for r in recent]
 
-    plain_all = ws.cli("history")
+    plain_all = ws.call("history")
     totals = totals_table(plain_all.stdout)
     # alpha only skipped: no runs, two skips, nothing to price
     assert totals == {
@@ -534,7 +534,7 @@ def test_history_since_limits_the_listing_and_the_table_ends_with_totals(ws, stu
         "beta": ["2", "0", str(beta_tokens), "unknown"],
     }
 
-    bad = ws.cli("history", "--since", "last tuesday")
+    bad = ws.call("history", "--since", "last tuesday")
     assert bad.returncode == 2 and "--since" in bad.stderr
 
 

@@ -28,7 +28,7 @@ KEYS = {"at", "utc", "market_open", "will_run"}
 
 
 def next_json(ws, *args: str, at: str) -> list[dict]:
-    result = ws.cli("next", *args, "--json", at=at)
+    result = ws.call("next", *args, "--json", at=at)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert isinstance(rows, list)
@@ -210,7 +210,7 @@ def test_plain_table_shows_each_fire_time_in_nyc_and_utc_and_whether_it_runs(ws)
 )
 def test_bad_input_is_exit_2_with_one_line(ws, args):
     shutil.copy(JOBS, ws.root / "jobs.yaml")
-    result = ws.cli("next", *args)
+    result = ws.call("next", *args)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert len([line for line in result.stderr.splitlines() if line.strip()]) == 1, result.stderr
