@@ -1,5 +1,5 @@
 """Every TASTY_ONESHOT_* variable the program reads: a bad value is one line on stderr, exit 2,
-naming the variable, through the real CLI; an empty one counts as unset (`VAR=` in a unit
+naming the variable, through the CLI; an empty one counts as unset (`VAR=` in a unit
 or a crontab clears it).
 """
 
@@ -44,7 +44,7 @@ CASES = [
 def test_a_bad_value_is_one_line_and_exit_2_naming_the_variable(ws, name, value, args):
     jobs_file(ws)
     ws.env[name] = value
-    result = ws.cli(*args)
+    result = ws.call(*args)
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.splitlines()
     assert " - ERROR - " in line and "internal error" not in line, line
@@ -61,7 +61,7 @@ def test_an_empty_variable_counts_as_unset(ws, name):
     if name == "TASTY_ONESHOT_STATE_DIR":
         ws.env["XDG_STATE_HOME"] = str(ws.root.parent / "xdg-state")
     ws.env[name] = ""
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
 
@@ -69,4 +69,4 @@ def test_an_empty_variable_counts_as_unset(ws, name):
 def test_a_good_ledger_wait_is_taken(ws):
     jobs_file(ws)
     ws.env["TASTY_ONESHOT_LEDGER_WAIT"] = "0.5"
-    assert ws.cli(*HISTORY).returncode == 0
+    assert ws.call(*HISTORY).returncode == 0

@@ -65,19 +65,19 @@ def test_history_and_status_tables_escape_control_characters_from_the_ledger(ws)
         "tasty-oneshot.yaml",
         "model: test\n" + ws.fake_mcp_yaml() + "jobs:\n  check:\n    instructions: Check\n",
     )
-    assert ws.cli("run", "--job", "check", "--ignore-market-hours").returncode == 0
+    assert ws.call("run", "--job", "check", "--ignore-market-hours").returncode == 0
     ledger = sqlite3.connect(ws.state / "ledger.sqlite3")
     with ledger:
         ledger.execute("UPDATE runs SET reason = ?, status = ?", (HOSTILE, "ok\x1b[8m"))
     ledger.close()
     for args in (("history",), ("status",)):
-        result = ws.cli(*args)
+        result = ws.call(*args)
         assert result.returncode == 0, result.stderr
         assert not any(ch in result.stdout for ch in "\x1b\x07\x9b\r"), (args, result.stdout)
-    table = ws.cli("history").stdout
+    table = ws.call("history").stdout
     assert "\\x1b]0;pwned\\x07\\x1b[2J" in table and "\\x9b31m" in table
-    assert "\\x1b[8m" in ws.cli("status").stdout
-    raw = ws.cli("history", "--json").stdout
+    assert "\\x1b[8m" in ws.call("status").stdout
+    raw = ws.call("history", "--json").stdout
     assert "\x1b" not in raw and "\\u001b]0;pwned" in raw
     assert json.loads(raw)[0]["reason"] == HOSTILE  # the JSON keeps the text itself
 
@@ -88,7 +88,7 @@ def test_an_agents_output_reaches_stdout_with_its_control_characters_escaped(ws,
         "model: openai-chat:stub\n" + ws.fake_mcp_yaml() + "jobs:\n  check:\n    instructions: C\n",
     )
     stub.mode("answer", "line one\tcell\n" + HOSTILE)
-    result = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    result = ws.call("run", "--job", "check", "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     assert (
         result.stdout == "line one\tcell\n\\x1b]0;pwned\\x07\\x1b[2J\\x1b[1;1H\\x9b31m\nrow two\n"

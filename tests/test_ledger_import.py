@@ -42,7 +42,7 @@ def damage(file, sql: str, *params) -> None:
 
 
 def imported(ws, file):
-    return ws.cli("ledger", "import", str(file))
+    return ws.call("ledger", "import", str(file))
 
 
 def test_a_good_ledger_is_imported_once_and_reads_back(ws, source):
@@ -116,6 +116,6 @@ def test_a_file_without_a_runs_table_is_exit_2(ws, tmp_path):
 def test_history_reads_an_imported_ledger_back_in_full(ws, source):
     """What import lets in, history and status can read: the JSON of every row parses."""
     assert imported(ws, source).returncode == 0
-    result = ws.cli("history", "--json")
+    result = ws.call("history", "--json")
     assert result.returncode == 0, result.stderr
     assert {row["id"] for row in json.loads(result.stdout)} == {1, 2, 3}

@@ -1,5 +1,5 @@
 """A model provider's key that is set but empty (`OPENAI_API_KEY=`) is a missing key, for
-`run` and `generate-units` alike, through the real CLI: the same outcome and the same message
+`run` and `generate-units` alike, through the CLI: the same outcome and the same message
 as when the variable is not set at all, never the provider client's own error."""
 
 import re
@@ -29,7 +29,7 @@ def outcome(ws, key: str | None, *args: str) -> tuple[int, str, list[str]]:
     ws.env.pop("OPENAI_API_KEY", None)
     if key is not None:
         ws.env["OPENAI_API_KEY"] = key
-    result: subprocess.CompletedProcess = ws.cli(*args)
+    result: subprocess.CompletedProcess = ws.call(*args)
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr, result.stderr
     return (
         result.returncode,

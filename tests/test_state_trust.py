@@ -42,7 +42,7 @@ def refused(result, path, fix: str) -> str:
 
 def test_a_state_directory_others_can_write_is_refused(job):
     job.state.chmod(0o777)
-    result = job.cli("run", "--job", "check", at=THANKSGIVING)
+    result = job.call("run", "--job", "check", at=THANKSGIVING)
     refused(result, job.state, f"chmod 700 {job.state}")
     assert list(job.state.iterdir()) == []  # nothing written into it
     assert job.server_starts() == []
@@ -50,7 +50,7 @@ def test_a_state_directory_others_can_write_is_refused(job):
 
 def test_a_state_directory_of_another_user_is_refused(job):
     os.chown(job.state, NOBODY, NOBODY)
-    refused(job.cli("run", "--job", "check", at=THANKSGIVING), job.state, "chown")
+    refused(job.call("run", "--job", "check", at=THANKSGIVING), job.state, "chown")
     assert job.server_starts() == []
 
 
@@ -61,7 +61,7 @@ def test_a_directory_inside_that_others_can_write_is_refused(job, directory):
     # The market's cache is used when the market decides: a closed day, to keep it short.
     when = {"at": THANKSGIVING} if directory == "market" else {}
     options = () if directory == "market" else ("--ignore-market-hours",)
-    result = job.cli("run", "--job", "check", *options, **when)
+    result = job.call("run", "--job", "check", *options, **when)
     line = refused(result, job.state / directory, "chmod 700")
     assert "writable by group or others" in line
     assert job.server_starts() == []
@@ -78,7 +78,7 @@ def test_a_planted_cache_never_decides_what_runs(job, tmp_path):
     data = {"model": "test", "mcp": {"command": str(evil)}, "trading": "live", "jobs": {}}
     name = str(job.root / "tasty-oneshot.yaml").replace("/", "%") + ".json"
     (planted / name).write_text(json.dumps({"version": "any", "data": data}))
-    result = job.cli("run", "--job", "check", "--ignore-market-hours")
+    result = job.call("run", "--job", "check", "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     assert not marker.exists()
     assert len(job.server_starts()) == 1  # the jobs file's own server
@@ -91,7 +91,7 @@ def test_a_symbolic_link_at_the_lock_is_refused_and_its_target_untouched(job, tm
     target.chmod(0o644)
     (job.state / "locks").mkdir(mode=0o700)
     (job.state / "locks" / "check.lock").symlink_to(target)
-    result = job.cli("run", "--job", "check", "--ignore-market-hours")
+    result = job.call("run", "--job", "check", "--ignore-market-hours")
     refused(result, job.state / "locks" / "check.lock", "rm ")
     assert "symbolic link" in result.stderr
     assert target.read_text() == "keep me\n" and stat.S_IMODE(target.stat().st_mode) == 0o644
@@ -102,24 +102,25 @@ def test_a_symbolic_link_at_the_ledger_is_refused_and_its_target_untouched(job, 
     target = tmp_path / "precious.txt"
     target.write_text("not a database\n")
     (job.state / "ledger.sqlite3").symlink_to(target)
-    result = job.cli("run", "--job", "check", "--ignore-market-hours")
+    result = job.call("run", "--job", "check", "--ignore-market-hours")
     refused(result, job.state / "ledger.sqlite3", "rm ")
     assert target.read_text() == "not a database\n"
     assert not (tmp_path / "precious.txt-wal").exists()
 
 
 def test_a_ledger_of_another_user_is_refused(job):
-    job.cli("run", "--job", "check", at=THANKSGIVING)  # makes the ledger
+    job.call("run", "--job", "check", at=THANKSGIVING)  # makes the ledger
     os.chown(job.state / "ledger.sqlite3", NOBODY, NOBODY)
     refused(
-        job.cli("run", "--job", "check", at=THANKSGIVING), job.state / "ledger.sqlite3", "chown"
+        job.call("run", "--job", "check", at=THANKSGIVING), job.state / "ledger.sqlite3", "chown"
     )
 
 
 def test_a_fifo_at_a_cache_is_refused_at_once_not_waited_on(job):
     (job.state / "market").mkdir(mode=0o700)
     os.mkfifo(job.state / MARKET_CACHE, 0o600)
-    # Were it opened for reading, the run would block forever (the subprocess limit is 60 s).
+    # Were it opened for reading, the run would block forever: a subprocess, so that its
+    # limit (60 s) turns that into a failure, not a hung suite.
     result = job.cli("run", "--job", "check", at=THANKSGIVING, timeout=60)
     line = refused(result, job.state / MARKET_CACHE, "rm ")
     assert "FIFO" in line
@@ -128,6 +129,7 @@ def test_a_fifo_at_a_cache_is_refused_at_once_not_waited_on(job):
 def test_a_link_to_a_device_at_a_cache_is_refused(job):
     (job.state / "market").mkdir(mode=0o700)
     (job.state / MARKET_CACHE).symlink_to("/dev/zero")
+    # A subprocess: were it read whole, the reading would never end (and never in pytest).
     result = job.cli("run", "--job", "check", at=THANKSGIVING, timeout=60)
     refused(result, job.state / MARKET_CACHE, "rm ")
 
@@ -139,15 +141,15 @@ def test_an_oversized_cache_of_ours_is_read_no_further_than_its_bound(job):
     with open(cache, "wb") as f:
         f.truncate(512 << 20)  # 512 MiB, sparse: reading it whole would show in the RSS
     cache.chmod(0o600)
-    result = job.cli("run", "--job", "check", at=THANKSGIVING)
+    result = job.call("run", "--job", "check", at=THANKSGIVING)
     assert result.returncode == 0, result.stderr
     assert cache.stat().st_size < 4096  # rewritten with the real day
     assert job.history()[0]["status"] == "skipped"
 
 
 def test_a_file_of_ours_that_others_could_read_is_made_private(job):
-    job.cli("run", "--job", "check", at=THANKSGIVING)
+    job.call("run", "--job", "check", at=THANKSGIVING)
     ledger = job.state / "ledger.sqlite3"
     ledger.chmod(0o644)  # as an older version left it
-    assert job.cli("run", "--job", "check", at=THANKSGIVING).returncode == 0
+    assert job.call("run", "--job", "check", at=THANKSGIVING).returncode == 0
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600

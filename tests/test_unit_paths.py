@@ -1,18 +1,17 @@
 """A path with a control character never reaches a unit, a crontab line or the printed
 commands: `generate-units` refuses it (exit 2, one line naming the option and the fix) for
-every path it writes out, through the real CLI. Odd but legal paths (spaces, quotes, `%`,
+every path it writes out, through the CLI. Odd but legal paths (spaces, quotes, `%`,
 `$`) are checked with systemd-analyze in tests/test_systemd_units.py.
 
 Without the refusal a newline in `--env-file` ends the `EnvironmentFile=` line and the rest
 of the path becomes a directive of its own (`ExecStartPre=...`)."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import Workspace, make_workspace
+from conftest import Workspace, call_cli, make_workspace
 
 from tasty_oneshot import generate
 from tasty_oneshot.errors import UsageError
@@ -41,14 +40,7 @@ def refused(ws: Workspace, *args: str, cwd: Path | None = None) -> str:
     """generate-units ARGS refused: exit 2, nothing on stdout, nothing written, no traceback;
     its one error line."""
     before = snapshot(ws.root)
-    result = subprocess.run(
-        ws.command("generate-units", *args),
-        cwd=cwd or ws.root,
-        env=ws.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = call_cli(("generate-units", *args), cwd=cwd or ws.root, env=ws.env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""
     lines = result.stderr.splitlines()
