@@ -1,10 +1,11 @@
 """`tasty-oneshot doctor`: what a timer's run of each job will meet, in the timer's own
 environment (its env file, not this shell), checked without running the agent.
 
-Each test runs the real CLI against the fake MCP server (tests/fake_tasty_agent.py), real state
-directories and real systemd unit files (generate-units, then `systemctl --user enable`, which
-works without a running manager). A crontab is a real crontab text, printed by a `crontab`
-stand-in first on PATH: a test must not install lines into the machine's real crontab.
+Each test runs the CLI (in this process) against the fake MCP server
+(tests/fake_tasty_agent.py), real state directories and real systemd unit files
+(generate-units, then `systemctl --user enable`, which works without a running manager). A
+crontab is a real crontab text, printed by a `crontab` stand-in first on PATH: a test must not
+install lines into the machine's real crontab.
 """
 
 import json
@@ -39,7 +40,7 @@ def env_file(ws: Workspace, *lines: str) -> str:
 
 
 def doctor_json(ws: Workspace, *args: str) -> tuple[int, list[dict]]:
-    result = ws.cli("doctor", "--json", *args, timeout=180)
+    result = ws.call("doctor", "--json", *args, timeout=180)
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -56,7 +57,7 @@ def one(checks: list[dict], check: str, job: str | None = None) -> dict:
 
 def enabled_systemd_timer(ws: Workspace, job: str, env: str, *, enable: bool = True) -> None:
     units = Path(ws.env["XDG_CONFIG_HOME"]) / "systemd" / "user"
-    made = ws.cli(
+    made = ws.call(
         "generate-units", "--job", job, "--target", "systemd", "--output-dir", str(units),
         "--env-file", env,
     )  # fmt: skip
@@ -93,7 +94,7 @@ def test_a_job_with_its_timer_enabled_passes_without_running_the_agent_or_writin
         ws, '  check:\n    instructions: summarise\n    schedule: "9:30am"\n    daily: true\n'
     )
     env = env_file(ws)
-    skipped = ws.cli("run", "--job", "check", "--scheduled", "--env-file", env, at=SUNDAY)
+    skipped = ws.call("run", "--job", "check", "--scheduled", "--env-file", env, at=SUNDAY)
     assert skipped.returncode == 0, skipped.stderr
     rows = ws.history()
     assert len(rows) == 1
@@ -198,7 +199,7 @@ def test_a_broker_refusal_says_what_tasty_agent_said_last_with_the_secrets_maske
         ws, f"TASTYTRADE_CLIENT_SECRET={CLIENT_SECRET}", f"TASTYTRADE_REFRESH_TOKEN={REFRESH_TOKEN}"
     )
 
-    result = ws.cli("doctor", "--env-file", env, timeout=180)
+    result = ws.call("doctor", "--env-file", env, timeout=180)
 
     assert result.returncode == 1, result.stdout
     line = next(x for x in result.stdout.splitlines() if x.startswith("fail mcp-server (check)"))
@@ -230,7 +231,7 @@ def test_a_bad_job_among_good_ones_fails_alone_and_the_others_are_checked(ws):
     )
     env = env_file(ws)
 
-    result = ws.cli("doctor", "--env-file", env, timeout=180)
+    result = ws.call("doctor", "--env-file", env, timeout=180)
 
     assert result.returncode == 1
     lines = result.stdout.splitlines()
@@ -268,7 +269,7 @@ def test_a_state_dir_writable_by_others_fails_with_the_fix(ws):
 
 def test_a_missing_env_file_is_one_line_and_exit_2(ws):
     jobs_file(ws, "  check:\n    instructions: summarise\n")
-    result = ws.cli("doctor", "--env-file", str(ws.root / "nowhere.env"))
+    result = ws.call("doctor", "--env-file", str(ws.root / "nowhere.env"))
     assert result.returncode == 2
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1

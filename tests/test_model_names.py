@@ -191,7 +191,7 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 
 def test_an_unknown_model_in_the_jobs_file_is_refused_by_a_manual_run_on_a_closed_day(ws):
     path = ws.write("tasty-oneshot.yaml", "model: opnai:gpt-5-mini\n" + SLOT_JOB)
-    line = one_error_line(ws.cli("run", "--job", "check", at=SATURDAY))
+    line = one_error_line(ws.call("run", "--job", "check", at=SATURDAY))
     assert line.endswith(
         f"{path}: key 'model': model 'opnai:gpt-5-mini': Unknown model: no provider 'opnai'. "
         "Did you mean 'openai:gpt-5-mini'?"
@@ -202,7 +202,7 @@ def test_an_unknown_model_in_the_jobs_file_is_refused_by_a_manual_run_on_a_close
 def test_next_names_the_job_and_key_of_an_unknown_model(ws):
     body = SLOT_JOB + "    model: gpt-5-mini\n"
     path = ws.write("tasty-oneshot.yaml", "model: test\n" + body)
-    line = one_error_line(ws.cli("next", "--job", "check"))
+    line = one_error_line(ws.call("next", "--job", "check"))
     assert f"{path}: job 'check': key 'model': model 'gpt-5-mini': Unknown model:" in line, line
     assert line.endswith("Did you mean 'openai:gpt-5-mini'?"), line
 
@@ -226,7 +226,7 @@ def test_a_model_from_model_identifier_is_checked_when_the_job_loads(monkeypatch
 def test_missing_credentials_are_each_named_with_what_needs_them(ws):
     # The default MCP server: tasty-agent, which needs TastyTrade's credentials.
     ws.write("tasty-oneshot.yaml", "model: openai:gpt-5-mini\n" + SLOT_JOB)
-    line = one_error_line(ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = one_error_line(ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert line.endswith(
         " - ERROR - job check: OPENAI_API_KEY not set (needed by the model openai:gpt-5-mini); "
         "TASTYTRADE_CLIENT_SECRET and TASTYTRADE_REFRESH_TOKEN not set (needed by the "
