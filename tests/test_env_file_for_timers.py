@@ -42,7 +42,7 @@ def env(ws: Workspace, text: str) -> str:
 
 def generate(ws: Workspace, target: str, *args: str) -> subprocess.CompletedProcess:
     extra = ("--cron-tz", "UTC") if target == "crontab" else ("--output-dir", "units")
-    return ws.cli("generate-units", "--job", "check", "--target", target, *extra, *args)
+    return ws.call("generate-units", "--job", "check", "--target", target, *extra, *args)
 
 
 def refusal(result: subprocess.CompletedProcess) -> str:
@@ -296,16 +296,16 @@ def test_lines_follow_the_systems_zone_not_tz_and_say_so(ws):
     args = ["generate-units", "Hi", "--name", "hi", "--market-open", "--daily"]
     args += ["--target", "crontab", "--no-env-file"]
     ws.env["TZ"] = "America/New_York"
-    shell_in_new_york = ws.cli(*args)
+    shell_in_new_york = ws.call(*args)
     assert cron_fields(shell_in_new_york) == ["30 13,14 * * *"]  # 9:30 NYC on a UTC cron
     [warning] = warnings(shell_in_new_york)
     assert "America/New_York" in warning and "--cron-tz" in warning
     assert crontab.cron_daemon_zone() in warning
-    told = ws.cli(*args, "--cron-tz", "America/New_York")
+    told = ws.call(*args, "--cron-tz", "America/New_York")
     assert cron_fields(told) == ["30 9 * * *"]
     assert warnings(told) == []
     ws.env["TZ"] = "UTC"
-    assert warnings(ws.cli(*args)) == []
+    assert warnings(ws.call(*args)) == []
 
 
 # --- the service's private /tmp ---------------------------------------------------------------
