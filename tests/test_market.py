@@ -537,7 +537,7 @@ def test_an_unwritable_cache_does_not_stop_the_check(tmp_path, caplog):
     assert (verdict.open, verdict.source) == (False, CALENDAR)
 
 
-# -- through the real CLI ---------------------------------------------------------------------
+# -- through the CLI ---------------------------------------------------------------------------
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d - (INFO|WARNING|ERROR|DEBUG) - (.*)$")
 
@@ -576,7 +576,7 @@ def log_messages(stderr: str) -> list[str]:
 
 def test_cli_log_says_the_offline_calendar_decided_after_the_early_close(ws):
     jobs_file(ws)
-    result = ws.cli("run", "--job", "check", at="2026-11-27 18:30:00")  # 13:30 NYC
+    result = ws.call("run", "--job", "check", at="2026-11-27 18:30:00")  # 13:30 NYC
     assert result.returncode == 0, result.stderr
     decided = [m for m in log_messages(result.stderr) if "offline NYSE calendar" in m]
     assert decided and any("closed" in m for m in decided), result.stderr
@@ -593,7 +593,7 @@ def test_cli_log_says_the_offline_calendar_decided_after_the_early_close(ws):
 def test_cli_unreachable_broker_falls_back_to_the_calendar_and_skips(ws, at):
     jobs_file(ws)
     unreachable_broker(ws)
-    result = ws.cli("run", "--job", "check", at=at, timeout=60)
+    result = ws.call("run", "--job", "check", at=at, timeout=60)
     assert result.returncode == 0, result.stderr
     messages = log_messages(result.stderr)
     assert any("broker" in m and "unavailable" in m for m in messages), result.stderr
@@ -608,7 +608,7 @@ def test_cli_unreachable_broker_falls_back_to_the_calendar_and_skips(ws, at):
 def test_cli_unreachable_broker_calendar_open_runs_the_agent(ws):
     jobs_file(ws)
     unreachable_broker(ws)
-    result = ws.cli("run", "--job", "check", at="2026-11-27 17:59:00", timeout=90)  # 12:59 NYC
+    result = ws.call("run", "--job", "check", at="2026-11-27 17:59:00", timeout=90)  # 12:59 NYC
     assert result.returncode == 0, result.stderr
     messages = log_messages(result.stderr)
     assert any("broker" in m and "unavailable" in m for m in messages), result.stderr
