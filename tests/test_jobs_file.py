@@ -1,4 +1,4 @@
-"""The jobs file, the command line and the environment, through the real `run` command.
+"""The jobs file, the command line and the environment, through the `run` command.
 
 Bad input must exit 2 with one line on stderr that says where the problem is, and nothing may
 run: no ledger row, no MCP server started. Good input must layer as the contract says.
@@ -154,7 +154,7 @@ BAD_JOBS = {
 @pytest.mark.parametrize(("body", "job", "keys", "hint"), BAD_JOBS.values(), ids=list(BAD_JOBS))
 def test_a_bad_job_is_a_one_line_usage_error_naming_file_job_and_key(ws, body, job, keys, hint):
     path = jobs_file(ws, body)
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert str(path) in line
     assert f"'{job}'" in line
     assert any(f"'{key}'" in line for key in keys), line
@@ -172,7 +172,7 @@ BAD_TOP_LEVEL = {
 @pytest.mark.parametrize(("body", "key", "hint"), BAD_TOP_LEVEL.values(), ids=list(BAD_TOP_LEVEL))
 def test_a_bad_top_level_key_is_a_one_line_usage_error_naming_file_and_key(ws, body, key, hint):
     path = jobs_file(ws, body)
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert str(path) in line and f"'{key}'" in line and hint in line
 
 
@@ -187,7 +187,7 @@ DUPLICATES = {
 def test_a_key_given_twice_is_a_usage_error_not_silently_the_last(ws, body, named):
     # YAML parsers commonly keep the last of two equal keys: a job would silently vanish.
     path = jobs_file(ws, body)
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert str(path) in line and named in line
     assert "twice" in line
 
@@ -197,19 +197,19 @@ def test_mcp_with_both_command_and_url_is_a_usage_error(ws):
         "tasty-oneshot.yaml",
         "model: test\nmcp:\n  command: tasty-agent\n  url: https://example.org/mcp\n" + GOOD_JOB,
     )
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert str(path) in line and "'mcp'" in line
 
 
 def test_an_ad_hoc_run_is_refused_too_when_the_jobs_file_it_would_use_is_bad(ws):
     path = jobs_file(ws, "modle: test\n" + GOOD_JOB)
-    line = usage_error(ws, ws.cli("run", "Check my positions", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "Check my positions", "--ignore-market-hours"))
     assert str(path) in line and "'modle'" in line
 
 
 def test_a_bad_job_name_is_a_usage_error(ws):
     path = jobs_file(ws, "jobs:\n  Morning_Check:\n    instructions: Check\n")
-    line = usage_error(ws, ws.cli("run", "--job", "Morning_Check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "Morning_Check", "--ignore-market-hours"))
     assert str(path) in line and "Morning_Check" in line
 
 
@@ -218,32 +218,32 @@ def test_a_bad_job_name_is_a_usage_error(ws):
 
 def test_unknown_job_is_a_usage_error_naming_the_file_and_the_job(ws):
     path = jobs_file(ws, GOOD_JOB)
-    line = usage_error(ws, ws.cli("run", "--job", "nope", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "nope", "--ignore-market-hours"))
     assert str(path) in line and "'nope'" in line
 
 
 def test_config_that_does_not_exist_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)  # a good ./tasty-oneshot.yaml must not be used instead
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--config", "missing.yaml"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--config", "missing.yaml"))
     assert "missing.yaml" in line
 
 
 def test_config_variable_naming_a_missing_file_is_a_usage_error_not_a_fallback(ws):
     jobs_file(ws, GOOD_JOB)
     ws.env["TASTY_ONESHOT_CONFIG"] = str(ws.root / "missing.yaml")
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert "missing.yaml" in line
 
 
 def test_config_that_is_a_directory_is_a_usage_error(ws):
     (ws.root / "jobs.d").mkdir()
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--config", "jobs.d"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--config", "jobs.d"))
     assert "jobs.d" in line
 
 
 def test_config_that_is_not_valid_yaml_is_a_usage_error(ws):
     path = ws.write("broken.yaml", "jobs:\n  check: [unclosed\n")
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--config", str(path)))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--config", str(path)))
     assert str(path) in line and "YAML" in line
 
 
@@ -252,7 +252,7 @@ def test_config_that_cannot_be_read_is_a_usage_error(ws):
     path.chmod(0)
     if os.access(path, os.R_OK):
         pytest.skip("running as root: a mode-000 file is still readable")
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--config", str(path)))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--config", str(path)))
     assert str(path) in line
 
 
@@ -260,21 +260,21 @@ def test_unwritable_state_dir_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
     blocker = ws.write("not-a-dir", "")
     ws.env["TASTY_ONESHOT_STATE_DIR"] = str(blocker / "state")
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert str(blocker / "state") in line
     assert blocker.read_text() == ""
 
 
 def test_no_model_anywhere_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB, model=None)
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert "model" in line.lower()
 
 
 def test_env_file_that_does_not_exist_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
     args = ("run", "--job", "check", "--ignore-market-hours", "--env-file", "missing.env")
-    assert "missing.env" in usage_error(ws, ws.cli(*args))
+    assert "missing.env" in usage_error(ws, ws.call(*args))
 
 
 # --- a bad command line ---------------------------------------------------------------------
@@ -282,20 +282,20 @@ def test_env_file_that_does_not_exist_is_a_usage_error(ws):
 
 def test_instructions_and_job_together_are_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
-    line = usage_error(ws, ws.cli("run", "Check", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "Check", "--job", "check", "--ignore-market-hours"))
     assert "--job" in line and "INSTRUCTIONS" in line
 
 
 def test_neither_instructions_nor_job_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
-    line = usage_error(ws, ws.cli("run", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--ignore-market-hours"))
     assert "--job" in line and "INSTRUCTIONS" in line
 
 
 def test_two_period_flags_are_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
     args = ("run", "--job", "check", "--hourly", "--daily", "--scheduled")
-    line = usage_error(ws, ws.cli(*args, at=STALE))
+    line = usage_error(ws, ws.call(*args, at=STALE))
     assert "--daily: at most one of --hourly, --daily, --period" in line
     assert "key '" not in line  # flags are named as flags, not as jobs-file keys
 
@@ -303,7 +303,7 @@ def test_two_period_flags_are_a_usage_error(ws):
 def test_cron_with_a_period_flag_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
     args = ("run", "--job", "check", "--cron", "0 10 * * *", "--hourly", "--scheduled")
-    assert "cron" in usage_error(ws, ws.cli(*args, at=STALE))
+    assert "cron" in usage_error(ws, ws.call(*args, at=STALE))
 
 
 @pytest.mark.parametrize(
@@ -319,40 +319,40 @@ def test_cron_with_a_period_flag_is_a_usage_error(ws):
 )
 def test_a_bad_schedule_flag_is_a_usage_error(ws, flags, named):
     jobs_file(ws, GOOD_JOB)
-    line = usage_error(ws, ws.cli("run", "--job", "check", *flags, "--scheduled", at=STALE))
+    line = usage_error(ws, ws.call("run", "--job", "check", *flags, "--scheduled", at=STALE))
     assert named in line
 
 
 def test_schedule_flags_without_scheduled_are_a_usage_error_showing_generate_units(ws):
     jobs_file(ws, GOOD_JOB)
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--hourly"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--hourly"))
     assert "generate-units" in line and "--job check" in line and "--hourly" in line
-    line = usage_error(ws, ws.cli("run", "Check my positions", "--schedule", "4pm", "--daily"))
+    line = usage_error(ws, ws.call("run", "Check my positions", "--schedule", "4pm", "--daily"))
     assert "generate-units" in line and "--schedule" in line and "--daily" in line
 
 
 def test_name_with_job_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--name", "other"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--name", "other"))
     assert "--name" in line
 
 
 def test_scheduled_run_of_a_job_without_a_schedule_is_a_usage_error(ws):
     jobs_file(ws, "jobs:\n  adhoc:\n    instructions: Check my positions\n")
-    line = usage_error(ws, ws.cli("run", "--job", "adhoc", "--scheduled"))
+    line = usage_error(ws, ws.call("run", "--job", "adhoc", "--scheduled"))
     assert "--scheduled" in line and "no schedule" in line
 
 
 def test_unknown_trading_mode_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--trading", "bogus"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--trading", "bogus"))
     assert "bogus" in line
 
 
 def test_a_bad_ad_hoc_name_is_a_usage_error(ws):
     jobs_file(ws, GOOD_JOB)
     args = ("run", "Check", "--name", "Not A Name", "--ignore-market-hours")
-    assert "Not A Name" in usage_error(ws, ws.cli(*args))
+    assert "Not A Name" in usage_error(ws, ws.call(*args))
 
 
 # --- layering: command line over job over top-level defaults -------------------------------
@@ -388,7 +388,7 @@ def test_command_line_overrides_job_keys_which_override_top_level_defaults(
 ):
     ws.write("tasty-oneshot.yaml", LAYERS.format(mcp=ws.fake_mcp_yaml()))
     ws.env["MODEL_IDENTIFIER"] = "ollama:from-environment"  # the lowest layer of all
-    result = ws.cli("run", *args, "--scheduled", at=STALE)
+    result = ws.call("run", *args, "--scheduled", at=STALE)
     assert result.returncode == 0, result.stderr
     row = latest(ws)
     assert (row["status"], row["model"], row["trading"]) == ("skipped", model, trading)
@@ -405,7 +405,7 @@ def test_the_overridden_model_and_trading_mode_are_what_the_agent_runs_with(ws):
         model=None,
     )
     args = ("--job", "check", "--model", "test", "--trading", "read-only")
-    result = ws.cli("run", *args, "--ignore-market-hours")
+    result = ws.call("run", *args, "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     [row] = ws.history()
     assert (row["status"], row["model"], row["trading"]) == ("ok", "test", "read-only")
@@ -433,7 +433,7 @@ def test_jobs_file_is_found_by_flag_then_variable_then_working_directory_then_xd
     ws.env["TASTY_ONESHOT_CONFIG"] = str(variable)
 
     def found(*args: str) -> str:
-        result = ws.cli("run", "--job", "probe", "--scheduled", *args, at=STALE)
+        result = ws.call("run", "--job", "probe", "--scheduled", *args, at=STALE)
         assert result.returncode == 0, result.stderr
         row = latest(ws)
         assert row["status"] == "skipped" and "stale" in row["reason"]
@@ -446,7 +446,7 @@ def test_jobs_file_is_found_by_flag_then_variable_then_working_directory_then_xd
     cwd.unlink()
     assert found() == "ollama:from-xdg"
     xdg.unlink()
-    result = ws.cli("run", "--job", "probe", "--scheduled", at=STALE)
+    result = ws.call("run", "--job", "probe", "--scheduled", at=STALE)
     assert result.returncode == 2 and "probe" in result.stderr
 
 
@@ -456,7 +456,7 @@ def test_jobs_file_is_found_by_flag_then_variable_then_working_directory_then_xd
 def test_dotenv_in_the_working_directory_supplies_the_model(ws):
     jobs_file(ws, "jobs: {}\n", model=None)
     ws.write(".env", "MODEL_IDENTIFIER=test\n")
-    result = ws.cli("run", "Check my positions", "--ignore-market-hours")
+    result = ws.call("run", "Check my positions", "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     [row] = ws.history()
     assert (row["status"], row["model"]) == ("ok", "test")
@@ -466,11 +466,11 @@ def test_dotenv_in_the_working_directory_supplies_the_model(ws):
 def test_dotenv_never_overrides_a_variable_already_set(ws):
     jobs_file(ws, NO_MODEL, model=None)
     ws.write(".env", "MODEL_IDENTIFIER=ollama:from-dotenv\n")
-    result = ws.cli("run", "--job", "probe", "--scheduled", at=STALE)
+    result = ws.call("run", "--job", "probe", "--scheduled", at=STALE)
     assert result.returncode == 0, result.stderr
     assert latest(ws)["model"] == "ollama:from-dotenv"
     ws.env["MODEL_IDENTIFIER"] = "ollama:from-environment"
-    result = ws.cli("run", "--job", "probe", "--scheduled", at=STALE)
+    result = ws.call("run", "--job", "probe", "--scheduled", at=STALE)
     assert result.returncode == 0, result.stderr
     assert latest(ws)["model"] == "ollama:from-environment"
 
@@ -481,11 +481,11 @@ def test_env_file_is_loaded_first_and_never_overrides_a_variable_already_set(ws)
     creds = ws.root.parent / "creds.env"
     creds.write_text("MODEL_IDENTIFIER=ollama:from-env-file\n")
     args = ("run", "--job", "probe", "--scheduled", "--env-file", str(creds))
-    result = ws.cli(*args, at=STALE)
+    result = ws.call(*args, at=STALE)
     assert result.returncode == 0, result.stderr
     assert latest(ws)["model"] == "ollama:from-env-file"
     ws.env["MODEL_IDENTIFIER"] = "ollama:from-environment"
-    result = ws.cli(*args, at=STALE)
+    result = ws.call(*args, at=STALE)
     assert result.returncode == 0, result.stderr
     assert latest(ws)["model"] == "ollama:from-environment"
 
@@ -498,7 +498,7 @@ def test_ad_hoc_run_is_named_from_its_instructions_stably_or_by_name(ws):
 
     def name_of(*args: str) -> str:
         flags = ("--schedule", "9:30am", "--daily", "--scheduled")
-        result = ws.cli("run", *args, *flags, at=STALE)
+        result = ws.call("run", *args, *flags, at=STALE)
         assert result.returncode == 0, result.stderr
         return latest(ws)["job"]
 
@@ -514,13 +514,13 @@ def test_ad_hoc_run_is_named_from_its_instructions_stably_or_by_name(ws):
 
 def test_the_jobs_file_is_read_every_time_and_never_kept_in_the_state_directory(ws):
     path = jobs_file(ws, GOOD_JOB)
-    assert ws.cli("run", "--job", "check", "--scheduled", at=STALE).returncode == 0
+    assert ws.call("run", "--job", "check", "--scheduled", at=STALE).returncode == 0
     # The fake server's command line is in the jobs file only; a cache of the file holds it.
     kept = [f for f in ws.state.rglob("*") if f.is_file() and b"fake_tasty_agent" in f.read_bytes()]
     assert kept == [], "a copy of the jobs file could decide what a later run does"
     # Same length, one key misspelt: only the file's own change can reveal it.
     path.write_text(path.read_text().replace("schedule:", "schedulx:"))
-    line = usage_error_allowing_rows(ws, ws.cli("run", "--job", "check", "--scheduled", at=STALE))
+    line = usage_error_allowing_rows(ws, ws.call("run", "--job", "check", "--scheduled", at=STALE))
     assert "schedulx" in line and "unknown key" in line
 
 
@@ -540,14 +540,14 @@ def usage_error_allowing_rows(ws, result: subprocess.CompletedProcess) -> str:
 )
 def test_values_that_pass_a_naive_check_but_cannot_work_are_usage_errors(ws, body, named):
     jobs_file(ws, "jobs:\n  check:\n    instructions: Check\n" + body)
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert "job 'check'" in line and named in line
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_a_non_finite_timeout_flag_is_a_usage_error(ws, value):
     jobs_file(ws, GOOD_JOB)
-    assert "--timeout" in usage_error(ws, ws.cli("run", "--job", "check", "--timeout", value))
+    assert "--timeout" in usage_error(ws, ws.call("run", "--job", "check", "--timeout", value))
 
 
 def test_the_contracts_own_mcp_block_is_the_default_server_and_needs_credentials(ws):
@@ -559,7 +559,7 @@ def test_the_contracts_own_mcp_block_is_the_default_server_and_needs_credentials
         "jobs:\n  check:\n    instructions: Check\n",
     )
     ws.env["PATH"] = "/usr/bin:/bin"
-    line = usage_error(ws, ws.cli("run", "--job", "check", "--ignore-market-hours"))
+    line = usage_error(ws, ws.call("run", "--job", "check", "--ignore-market-hours"))
     assert "TASTYTRADE_CLIENT_SECRET" in line
 
 
@@ -568,9 +568,9 @@ def test_a_local_openai_compatible_server_needs_no_key(ws):
     # gets as far as its (stale) slot check and is recorded.
     jobs_file(ws, GOOD_JOB, model="openai-chat:local")
     ws.env["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
-    assert ws.cli("run", "--job", "check", "--scheduled", at=STALE).returncode == 0
+    assert ws.call("run", "--job", "check", "--scheduled", at=STALE).returncode == 0
     assert latest(ws)["status"] == "skipped"
     del ws.env["OPENAI_BASE_URL"]
     assert "OPENAI_API_KEY" in usage_error_allowing_rows(
-        ws, ws.cli("run", "--job", "check", "--scheduled", at=STALE)
+        ws, ws.call("run", "--job", "check", "--scheduled", at=STALE)
     )
