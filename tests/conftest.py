@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -166,6 +167,9 @@ def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
     saved_secrets = secrets._values
     signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
     saved_signals = {sig: signal.getsignal(sig) for sig in signals}
+    # A run's agent phase sends library warnings to the log; doctor narrows the umask.
+    saved_showwarning, saved_umask = warnings.showwarning, os.umask(0o022)
+    os.umask(saved_umask)
     os.environ.clear()
     os.environ.update(env)
     time.tzset()
@@ -182,6 +186,8 @@ def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
         ours.setLevel(saved_ours)
         secrets._values = saved_secrets
         stdio.failure = None
+        warnings.showwarning = saved_showwarning
+        os.umask(saved_umask)
         for sig, handler in saved_signals.items():
             signal.signal(sig, handler)
 

@@ -1,4 +1,4 @@
-"""`run --scheduled`: the slot guard, through the real CLI with a faked clock.
+"""`run --scheduled`: the slot guard, through the CLI (in this process) with a faked clock.
 
 The clock is faked in UTC. New York is UTC-5 in winter (EST) and UTC-4 in summer (EDT), so a
 9:30am NYC slot on 2026-11-30 (a Monday, a trading day) is 14:30 UTC. The jobs are in
@@ -22,7 +22,7 @@ def jobs(ws):
 
 
 def scheduled(ws, job: str, at: str, *args: str):
-    return ws.cli("run", "--job", job, "--scheduled", *args, at=at)
+    return ws.call("run", "--job", job, "--scheduled", *args, at=at)
 
 
 def skipped(ws, result, because: str) -> dict:
