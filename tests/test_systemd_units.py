@@ -1,4 +1,4 @@
-"""`generate-units --target systemd` through the real CLI, checked with the real systemd-analyze.
+"""`generate-units --target systemd` through the CLI, checked with the real systemd-analyze.
 
 Every expected instant below is written out by hand in UTC from the facts of New York time:
 EST is UTC-5, EDT is UTC-4. In 2026 clocks spring forward on Sunday 2026-03-08 at 02:00 EST
@@ -8,8 +8,8 @@ Weekdays used: 2026-02-28 Sat, 03-01 Sun, 03-02 Mon, 03-06 Fri, 03-07 Sat, 03-09
 03-13 Fri, 03-15 Sun, 03-16 Mon, 04-10 Fri, 10-09 Fri, 10-12 Mon, 10-15 Thu, 10-19 Mon,
 10-26 Mon, 10-30 Fri, 11-01 Sun, 11-02 Mon, 11-13 Fri, 11-27 Fri.
 
-The units are generated once per flag combination (module-scoped) to keep the CLI
-subprocesses few; systemd-analyze calls are cheap.
+The units are generated once per flag combination (module-scoped), by the CLI in this process;
+systemd-analyze calls are cheap.
 """
 
 import os
@@ -192,7 +192,7 @@ INSTRUCTIONS = "Check my positions"
 
 def printed_units(ws: Workspace, *flags: str) -> subprocess.CompletedProcess:
     """generate-units for job `n` with `flags`, printed (no --output-dir)."""
-    return ws.cli(
+    return ws.call(
         "generate-units", "--no-env-file", INSTRUCTIONS, "--name", "n", *flags,
         "--target", "systemd",
     )  # fmt: skip
@@ -200,7 +200,7 @@ def printed_units(ws: Workspace, *flags: str) -> subprocess.CompletedProcess:
 
 def generate(ws: Workspace, out: Path, *args: str, at: str | None = None) -> dict[str, str]:
     """Run generate-units into `out` (which must not exist yet); the files written."""
-    result = ws.cli(
+    result = ws.call(
         "generate-units",
         "--no-env-file",
         *args,
@@ -555,7 +555,7 @@ def test_schedule_alone_is_a_one_time_calendar(ws, at, clock, expected):
 @needs_systemd
 def test_period_not_dividing_a_day_is_a_monotonic_timer_with_a_warning(ws):
     out = ws.root / "out"
-    result = ws.cli(
+    result = ws.call(
         "generate-units", "--no-env-file", INSTRUCTIONS, "--name", "drift", "--period", "7000",
         "--target", "systemd", "--output-dir", str(out),
     )  # fmt: skip
@@ -673,7 +673,7 @@ def test_instructions_survive_systemd_quoting(ws, instructions):
 )
 def test_a_job_that_could_never_run_is_warned_about_and_still_written(ws, flags, never):
     out = ws.root / "out"
-    result = ws.cli(
+    result = ws.call(
         "generate-units", "--no-env-file", INSTRUCTIONS, "--name", "w", *flags,
         "--target", "systemd", "--output-dir", str(out),
     )  # fmt: skip
@@ -759,7 +759,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(ws, args, names):
     if "--output-dir" not in args:
         args = [*args, "--output-dir", str(out)]
     before = snapshot(ws.root)
-    result = ws.cli("generate-units", "--no-env-file", *args, "--target", "systemd")
+    result = ws.call("generate-units", "--no-env-file", *args, "--target", "systemd")
     assert result.returncode == 2, result.stderr
     line = error_line(result)
     assert " - ERROR - " in line and names in line, line
