@@ -2,8 +2,9 @@
 market check that cannot answer does, a timeout used up before the agent, where state lives,
 what a skip imports, and Ctrl-C at any moment.
 
-Most go through the real CLI in a subprocess; two run `runner.run` in this process, where a
-step can be replaced by one that blocks or fails on purpose.
+Most run the CLI in this process (`ws.call`); two call `runner.run`, where a step can be
+replaced by one that blocks or fails on purpose. What a skip imports and Ctrl-C while the
+arguments are parsed need a process of their own.
 """
 
 import json
@@ -38,7 +39,7 @@ def jobs_file(ws, job: str, top: str = "") -> Path:
 def test_the_market_is_judged_at_the_slot_not_when_the_run_starts(ws):
     # A 3:58pm slot whose run starts at 4:01pm, after the close: the slot was in the session.
     jobs_file(ws, 'schedule: "3:58pm"\ndaily: true\nmax_delay: 600')
-    result = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 21:01:00")
+    result = ws.call("run", "--job", "check", "--scheduled", at="2026-11-30 21:01:00")
     assert result.returncode == 0, result.stderr
     [row] = ws.history()
     assert row["status"] == "ok", row
@@ -49,24 +50,25 @@ def test_the_market_is_judged_at_the_slot_not_when_the_run_starts(ws):
 def test_a_slot_before_the_open_is_a_skip_even_when_the_run_starts_after_it(ws):
     # The mirror case: a 9:28am slot run at 9:31 is judged at 9:28, when the market was shut.
     jobs_file(ws, 'schedule: "9:28am"\ndaily: true\nmax_delay: 600')
-    result = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 14:31:00")
+    result = ws.call("run", "--job", "check", "--scheduled", at="2026-11-30 14:31:00")
     assert result.returncode == 0, result.stderr
     [row] = ws.history()
     assert row["status"] == "skipped" and "market closed" in row["reason"], row
     assert ws.server_starts() == []
 
 
-def test_a_market_check_that_cannot_answer_fails_the_run_and_never_proceeds(ws):
+def test_a_market_check_that_cannot_answer_fails_the_run_and_never_proceeds(ws, monkeypatch):
     # The offline calendar is broken (its package raises on use) and there are no credentials:
     # nobody can say whether the market is open. That is a failure, never a skip or a run.
-    broken = ws.root / "broken-calendar"
-    broken.mkdir()
-    (broken / "exchange_calendars.py").write_text(
-        "def get_calendar(name):\n    raise RuntimeError('calendar data missing')\n"
-    )
-    ws.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(broken), ws.env.get("PYTHONPATH")]))
+    import exchange_calendars
+
+    def broken(name):
+        raise RuntimeError("calendar data missing")
+
+    monkeypatch.setattr(exchange_calendars, "get_calendar", broken)
+    market._xnys.cache_clear()  # the calendar this process built before: asked again
     jobs_file(ws, "")
-    result = ws.cli("run", "--job", "check", at="2026-11-30 15:00:00")
+    result = ws.call("run", "--job", "check", at="2026-11-30 15:00:00")
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     [row] = ws.history()
@@ -150,7 +152,7 @@ def test_systemds_state_directory_holds_the_ledger(ws, tmp_path):
     ws.env["STATE_DIRECTORY"] = f"{ours}:{other}"
     ws.env["XDG_STATE_HOME"] = str(tmp_path / "xdg-state")
     jobs_file(ws, "")
-    result = ws.cli("run", "--job", "check", at="2026-11-26 15:00:00")  # Thanksgiving: a skip
+    result = ws.call("run", "--job", "check", at="2026-11-26 15:00:00")  # Thanksgiving: a skip
     assert result.returncode == 0, result.stderr
     assert (ours / "ledger.sqlite3").is_file()
     assert not other.exists() and not (tmp_path / "xdg-state").exists()
@@ -189,7 +191,7 @@ def test_a_skip_from_the_cached_market_day_imports_nothing_heavy(ws):
         pytest.skip("faketime is not installed")
     jobs_file(ws, "")
     at = "2026-11-26 15:00:00"  # Thanksgiving
-    first = ws.cli("run", "--job", "check", at=at)  # warms the market and jobs-file caches
+    first = ws.call("run", "--job", "check", at=at)  # warms the market cache
     assert first.returncode == 0, first.stderr
     command = [*faketime(at), sys.executable, "-X", "importtime", "-m", "tasty_oneshot"]
     second = subprocess.run(
@@ -236,7 +238,7 @@ def test_ctrl_c_while_the_arguments_are_parsed_exits_130_without_a_traceback(ws)
     )
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
-    assert json.loads(ws.cli("history", "--json").stdout) == []
+    assert json.loads(ws.call("history", "--json").stdout) == []
 
 
 def test_in_process_runs_give_their_place_back(in_process):

@@ -1,4 +1,6 @@
-"""The whole path of one run through the real CLI: the happy path and the market's answer."""
+"""The whole path of one run: the happy path through the real CLI in a process of its own
+(`python -m tasty_oneshot`, as a timer starts it), and the market's answer (in this process).
+"""
 
 
 def test_job_runs_agent_against_mcp_server_and_records_ok(ws):
@@ -23,7 +25,7 @@ def test_thanksgiving_is_a_skip_that_never_starts_the_mcp_server(ws):
         + ws.fake_mcp_yaml()
         + ("jobs:\n  check:\n    instructions: Check my positions\n"),
     )
-    result = ws.cli("run", "--job", "check", at="2026-11-26 15:00:00")
+    result = ws.call("run", "--job", "check", at="2026-11-26 15:00:00")
     assert result.returncode == 0, result.stderr
     assert "offline NYSE calendar" in result.stderr
     assert ws.server_starts() == []

@@ -2,8 +2,9 @@
 set aside, named once, and never stops a command.
 
 The outcomes are kept by real runs whose ledger was held locked at the end (the fault of
-test_faults.py), or by the spool's own code against a real ledger; the damaged entries are
-real files in a real state directory, met by the real CLI.
+test_faults.py, a CLI in a process of its own while another process holds the ledger), or by
+the spool's own code against a real ledger; the damaged entries are real files in a real state
+directory, met by the CLI (in this process, `ws.call`).
 """
 
 import json
@@ -59,7 +60,7 @@ def test_a_kept_outcome_whose_row_is_gone_is_written_in_whole(ws, tmp_path):
     # The tool's own advice for a damaged ledger: move it aside; the next run starts anew.
     ledger = ws.state / "ledger.sqlite3"
     ledger.rename(ledger.with_name("ledger.sqlite3.damaged"))
-    first = ws.cli("history", "--json")
+    first = ws.call("history", "--json")
     assert first.returncode == 0, first.stderr
     [row] = json.loads(first.stdout)
     assert row["job"] == "check" and row["status"] == "ok" and row["exit_code"] == 0, row
@@ -70,7 +71,7 @@ def test_a_kept_outcome_whose_row_is_gone_is_written_in_whole(ws, tmp_path):
     # Once: the next invocation finds nothing more to write.
     assert ws.history() == [row]
     # The row claims nothing it should not: a run of the job still goes ahead.
-    assert ws.cli(*RUN).returncode == 0
+    assert ws.call(*RUN).returncode == 0
 
 
 def test_a_kept_outcome_stays_while_the_new_ledger_cannot_take_it(ws, tmp_path):
@@ -83,7 +84,7 @@ def test_a_kept_outcome_stays_while_the_new_ledger_cannot_take_it(ws, tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LEDGER, str(ledger), held, release])
     try:
         wait_for(held.exists, "the new ledger to be held")
-        assert ws.cli("history", "--json").returncode == 1
+        assert ws.call("history", "--json").returncode == 1
         assert kept.exists()  # not written: not removed
     finally:
         release.write_text("release")
@@ -110,7 +111,7 @@ def test_an_outcome_kept_by_an_older_version_whose_row_is_gone_is_set_aside(ws):
     kept = Reservation(ws.state).keep(ledger.where, run_id, FINISH)  # no start: as before
     ledger.close()
     (ws.state / "ledger.sqlite3").rename(ws.state / "ledger.sqlite3.damaged")
-    result = ws.cli("history", "--json")
+    result = ws.call("history", "--json")
     assert result.returncode == 0 and json.loads(result.stdout) == [], result.stderr
     aside = ws.state / "spool" / "damaged" / kept.name
     assert not kept.exists() and aside.exists()
@@ -202,7 +203,7 @@ def test_damaged_spool_entries_are_set_aside_and_named_once(ws, command):
     for name, data in entries.items():
         (ws.state / "spool" / name).write_bytes(data)
     args, code = COMMANDS[command]
-    result = ws.cli(*args)
+    result = ws.call(*args)
     assert result.returncode == code, result.stderr
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     aside = ws.state / "spool" / "damaged"
@@ -213,7 +214,7 @@ def test_damaged_spool_entries_are_set_aside_and_named_once(ws, command):
         assert not (ws.state / "spool" / name).exists(), damage
         assert oct((aside / name).stat().st_mode & 0o777) == oct(0o600), damage
     # Once: a later command names none of them again, and the ledger reads back.
-    later = ws.cli("history", "--json")
+    later = ws.call("history", "--json")
     assert later.returncode == 0 and "set aside" not in later.stderr, later.stderr
     assert all(row["job"] == "check" for row in json.loads(later.stdout))
 
@@ -255,7 +256,7 @@ def test_a_long_non_ascii_output_is_cut_to_fit_and_written_in(ws):
     kept = Reservation(ws.state).keep(ledger.where, run_id, finish, start)
     ledger.close()
     assert kept.stat().st_size <= RESERVE
-    result = ws.cli("history", "--json")
+    result = ws.call("history", "--json")
     assert result.returncode == 0, result.stderr
     [row] = json.loads(result.stdout)
     assert row["status"] == "ok" and row["output"].startswith("é" * 1000)

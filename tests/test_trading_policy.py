@@ -3,7 +3,8 @@
 The policy details run in-process: the real TradingPolicy around the real MCP toolset (built
 by `agent.mcp_toolset`, as a run builds it) talking to the fake tasty-agent server, driven by
 a scripted FunctionModel that looks at the tools it is offered and then calls some. One CLI
-run per policy shows the wiring from `--trading` / `trading:` to that toolset.
+run per policy (in this process) shows the wiring from `--trading` / `trading:` to that
+toolset.
 """
 
 import asyncio
@@ -231,7 +232,7 @@ def test_live_offers_and_passes_on_everything(tmp_path):
     assert run.output == "done"
 
 
-# --- the wiring through the real CLI ---------------------------------------------------------
+# --- the wiring through the CLI --------------------------------------------------------------
 # `--model test` is pydantic-ai's TestModel: it calls every tool it is offered, once.
 
 
@@ -254,7 +255,7 @@ def test_cli_applies_the_trading_policy(ws, job_key, flag, expected):
     args = ["run", "--job", "check", "--ignore-market-hours"]
     if flag:
         args += ["--trading", flag]
-    result = ws.cli(*args)
+    result = ws.call(*args)
     assert result.returncode == 0, result.stderr
 
     called = {c["tool"] for c in ws.calls()}
