@@ -489,7 +489,7 @@ def test_raw_bytes_through_the_real_cli_are_accepted_or_one_line_exit_2(ws, seed
         assert_nothing_ran(ws)
 
 
-# --- explicit cases through the real CLI --------------------------------------------------
+# --- explicit cases through the CLI -------------------------------------------------------
 
 
 def assert_nothing_ran(ws) -> None:
@@ -563,28 +563,28 @@ def test_a_hostile_job_value_is_one_line_naming_file_job_and_key(ws, extra, key,
         else CHECK
     )
     path = jobs_file(ws, body + extra)
-    line = refused(ws, ws.cli("run", "--job", "check", "--scheduled", at=IN_SLOT))
+    line = refused(ws, ws.call("run", "--job", "check", "--scheduled", at=IN_SLOT))
     assert str(path) in line and "job 'check'" in line and f"key '{key}'" in line, line
     assert hint in line, line
 
 
 def test_an_unset_variable_in_a_top_level_notify_url_names_the_key(ws):
     path = jobs_file(ws, "notify: json://127.0.0.1:9/${FUZZ_UNSET_TOP}\n" + CHECK)
-    line = refused(ws, ws.cli("run", "--job", "check"))
+    line = refused(ws, ws.call("run", "--job", "check"))
     assert str(path) in line and "key 'notify'" in line and "${FUZZ_UNSET_TOP}" in line
 
 
 def test_jobs_file_bytes_that_are_not_utf8_name_the_file_and_the_line(ws):
     path = ws.root / "tasty-oneshot.yaml"
     path.write_bytes(b"model: test\njobs:\n  check:\n    instructions: Caf\xe9\n")
-    line = refused(ws, ws.cli("run", "--job", "check"))
+    line = refused(ws, ws.call("run", "--job", "check"))
     assert str(path) in line and "not UTF-8" in line and "line 4" in line and "0xe9" in line
 
 
 def test_a_job_name_of_260_characters_is_refused(ws):
     name = "a" * 260
     path = jobs_file(ws, f"jobs:\n  {name}:\n    instructions: Check\n    hourly: true\n")
-    line = refused(ws, ws.cli("run", "--job", "check"))
+    line = refused(ws, ws.call("run", "--job", "check"))
     assert str(path) in line and "the name must be 1 to 64 characters" in line
     assert len(line) < 400  # the name is cut short in the message
 
@@ -592,7 +592,7 @@ def test_a_job_name_of_260_characters_is_refused(ws):
 def test_a_job_name_with_a_trailing_newline_is_refused_on_one_line_and_locks_nothing(ws):
     path = jobs_file(ws, 'jobs:\n  "abc\\n":\n    instructions: Check\n')
     for job in ("abc", "abc\n"):
-        line = refused(ws, ws.cli("run", "--job", job, "--ignore-market-hours"))
+        line = refused(ws, ws.call("run", "--job", job, "--ignore-market-hours"))
         assert str(path) in line and "job 'abc\\n'" in line, line
     assert not (ws.state / "locks" / "abc\n.lock").exists()
     assert not (ws.state / "locks" / "abc.lock").exists()
@@ -621,7 +621,7 @@ def test_a_job_name_with_a_trailing_newline_is_refused_on_one_line_and_locks_not
 )
 def test_a_hostile_flag_is_one_line_naming_the_flag(ws, args, flag, hint):
     jobs_file(ws, CHECK)
-    line = refused(ws, ws.cli(*args, "--model", "test") if args[0] == "run" else ws.cli(*args))
+    line = refused(ws, ws.call(*args, "--model", "test") if args[0] == "run" else ws.call(*args))
     assert flag in line and hint in line, line
 
 
@@ -641,7 +641,7 @@ def test_a_bad_dotenv_in_the_working_directory_is_one_line_naming_it(ws, content
     jobs_file(ws, CHECK)
     (ws.root / ".env").write_bytes(content)
     for args in (("run", "--job", "check"), ("next", "--job", "check"), ("history",)):
-        line = refused(ws, ws.cli(*args))
+        line = refused(ws, ws.call(*args))
         assert ".env" in line and hint in line, line
 
 
@@ -649,7 +649,8 @@ def test_an_env_file_that_is_a_fifo_is_refused_at_once(ws):
     jobs_file(ws, CHECK)
     fifo = ws.root / "env.fifo"
     os.mkfifo(fifo)
-    # Nobody ever writes to it: opening it for reading the ordinary way would block forever.
+    # Nobody ever writes to it: opening it for reading the ordinary way would block forever
+    # (a subprocess, so that its limit makes that a failure, not a hung suite).
     line = refused(ws, ws.cli("run", "--job", "check", "--env-file", str(fifo), timeout=20))
     assert str(fifo) in line and "not a regular file" in line
 
@@ -660,7 +661,7 @@ def test_an_env_file_that_is_a_fifo_is_refused_at_once(ws):
 def make_ledger(ws) -> Path:
     """A real ledger holding one run (a stale skip), closed and checkpointed."""
     jobs_file(ws, CHECK)
-    result = ws.cli("run", "--job", "check", "--scheduled", at=STALE)
+    result = ws.call("run", "--job", "check", "--scheduled", at=STALE)
     assert result.returncode == 0, result.stderr
     assert len(ws.history()) == 1
     for suffix in ("-wal", "-shm"):
@@ -682,7 +683,7 @@ def test_a_damaged_ledger_is_one_line_exit_1_saying_to_move_it_aside(ws, damage)
         ledger.write_bytes(data[: len(data) // 2])
     before = ledger.read_bytes()
     for args in (("history",), ("run", "--job", "check", "--scheduled")):
-        line = one_line(ws, ws.cli(*args, at=STALE), code=1)
+        line = one_line(ws, ws.call(*args, at=STALE), code=1)
         assert str(ledger) in line and "damaged" in line, line
         assert f"mv {ledger} {ledger}.damaged" in line, line
     assert ledger.read_bytes() == before  # not "repaired", not written to
@@ -696,7 +697,7 @@ def test_a_ledger_that_is_a_directory_is_one_line_naming_it_and_the_fix(ws):
     ws.state.chmod(0o700)
     for args in (("history",), ("run", "--job", "check", "--scheduled")):
         # exit 2: the state directory's own rule for what is not ours (paths.py)
-        line = one_line(ws, ws.cli(*args, at=STALE), code=2)
+        line = one_line(ws, ws.call(*args, at=STALE), code=2)
         assert str(ledger) in line and "is a directory" in line and f"rm {ledger}" in line
     assert ledger.is_dir() and list(ledger.iterdir()) == []
 
@@ -728,7 +729,7 @@ LOCK_FAULTS = ["a regular file", "a symbolic link", "not ours"]
 def test_an_unusable_locks_directory_is_an_error_naming_it_and_the_fix(ws, kind):
     locks, fix = lock_fault(ws, kind)
     # On a Saturday: were the lock taken after all, the run would be a market-closed skip.
-    result = ws.cli("run", "--job", "check", at=SATURDAY)
+    result = ws.call("run", "--job", "check", at=SATURDAY)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     *before, line = result.stderr.splitlines()
@@ -741,7 +742,7 @@ def test_an_unusable_locks_directory_is_an_error_naming_it_and_the_fix(ws, kind)
 
 def test_an_unusable_locks_directory_is_exactly_one_line(ws):
     lock_fault(ws, "a regular file")
-    one_line(ws, ws.cli("run", "--job", "check", at=SATURDAY))
+    one_line(ws, ws.call("run", "--job", "check", at=SATURDAY))
 
 
 # --- `$${X}` is a literal, seen where the model sees it -----------------------------------
@@ -755,7 +756,7 @@ def test_a_doubled_dollar_reaches_the_model_as_a_literal(ws, stub):
         + ws.fake_mcp_yaml()
         + "jobs:\n  check:\n    instructions: 'Echo $${FUZZ_LITERAL} and ${FUZZ_SET}'\n",
     )
-    result = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    result = ws.call("run", "--job", "check", "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     sent = "\n".join(str(request) for request in stub.requests())
     assert "Echo ${FUZZ_LITERAL} and expanded-value" in sent, sent[:2000]
@@ -770,9 +771,9 @@ SLOT_JOB = 'jobs:\n  check:\n    instructions: Check\n    schedule: "9:30am"\n  
 def test_a_model_typo_is_exit_2_and_leaves_the_slot_for_the_corrected_run(ws):
     path = jobs_file(ws, SLOT_JOB, model="opnai:gpt-5-mini")
     typos = [
-        (ws.cli("run", "--job", "check", "--scheduled", at=IN_SLOT), "key 'model'"),
+        (ws.call("run", "--job", "check", "--scheduled", at=IN_SLOT), "key 'model'"),
         (
-            ws.cli("run", "--job", "check", "--scheduled", "--model", "gpt-5-mini", at=IN_SLOT),
+            ws.call("run", "--job", "check", "--scheduled", "--model", "gpt-5-mini", at=IN_SLOT),
             "--model",
         ),
     ]
@@ -788,7 +789,7 @@ def test_a_model_typo_is_exit_2_and_leaves_the_slot_for_the_corrected_run(ws):
     assert ws.history() == []
 
     jobs_file(ws, SLOT_JOB, model="test")
-    result = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 14:32:00")
+    result = ws.call("run", "--job", "check", "--scheduled", at="2026-11-30 14:32:00")
     assert result.returncode == 0, result.stderr
     [row] = ws.history()
     assert row["status"] == "ok" and row["slot"] == "2026-11-30T09:30:00-05:00"
@@ -796,7 +797,7 @@ def test_a_model_typo_is_exit_2_and_leaves_the_slot_for_the_corrected_run(ws):
 
 def test_generate_units_refuses_a_model_typo(ws):
     path = jobs_file(ws, SLOT_JOB, model="opnai:gpt-5-mini")
-    result = ws.cli(
+    result = ws.call(
         "generate-units",
         "--no-env-file",
         "--job",
@@ -824,7 +825,7 @@ def test_an_mcp_command_that_does_not_exist_is_one_line_exit_2(ws, command, hint
         "tasty-oneshot.yaml",
         f"model: test\nmcp:\n  command: {command}\n" + CHECK,
     )
-    line = refused(ws, ws.cli("run", "--job", "check", "--scheduled", at=IN_SLOT))
+    line = refused(ws, ws.call("run", "--job", "check", "--scheduled", at=IN_SLOT))
     assert command in line and hint in line, line
 
 
