@@ -1,4 +1,4 @@
-"""`generate-units --target kubernetes` through the real CLI, and the Containerfile.
+"""`generate-units --target kubernetes` through the CLI, and the Containerfile.
 
 The manifests are checked offline against the Kubernetes API's JSON schemas, strict (no field
 the API does not know), for Kubernetes 1.29 and for the newest version kubernetes-validate
@@ -13,7 +13,7 @@ spring-forward gap skips at the jump (03:00 EDT). Neither is a fire time. So: ev
 of the job (`Schedule.fire_times`, what `run` and `next` use) is a firing, every other firing
 is one of those two, and the slot guard (`check_slot`, what `run --scheduled` decides with)
 turns the firings into exactly the fire times, each once. The controller's double start on the
-fall-back night is then replayed with the real CLI under faketime.
+fall-back night is then replayed with the CLI, the clock moved.
 """
 
 import functools
@@ -66,7 +66,7 @@ LINES = {
 
 
 def generate(ws: Workspace, *args: str) -> subprocess.CompletedProcess:
-    return ws.cli("generate-units", "--target", "kubernetes", *args)
+    return ws.call("generate-units", "--target", "kubernetes", *args)
 
 
 def documents(text: str) -> list[dict[str, Any]]:
@@ -527,7 +527,7 @@ def test_options_a_cron_job_cannot_keep_are_refused(ws, args, says):
 
 def test_kubernetes_options_belong_to_the_kubernetes_target(ws):
     ws.write("jobs.yaml", "jobs:\n" + GOOD_JOB)
-    result = ws.cli(
+    result = ws.call(
         "generate-units", "--no-env-file", "--all", "--config", "jobs.yaml", "--target", "crontab",
         "--cron-tz", "UTC", "--image", IMAGE,
     )  # fmt: skip
@@ -566,12 +566,12 @@ def test_a_fall_back_slot_started_twice_by_the_controller_runs_once(ws, state):
     run = container(cron_job)
     args = [str(ws.root / "jobs.yaml") if a == run["args"][4] else a for a in run["args"]]
 
-    first = ws.cli(*args, at="2026-11-01 05:30:00")  # 01:30 EDT, the first 01:30
+    first = ws.call(*args, at="2026-11-01 05:30:00")  # 01:30 EDT, the first 01:30
     assert first.returncode == 0, first.stderr
     assert len(ws.server_starts()) == 1
     if state != "same state directory":
         ws.env["TASTY_ONESHOT_STATE_DIR"] = str(ws.root / "second-pod-state")
-    second = ws.cli(*args, at="2026-11-01 06:30:00")  # 01:30 EST, the second 01:30
+    second = ws.call(*args, at="2026-11-01 06:30:00")  # 01:30 EST, the second 01:30
     assert second.returncode == 0, second.stderr
     assert second.stdout == ""
     assert len(ws.server_starts()) == 1
