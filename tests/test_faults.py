@@ -3,7 +3,9 @@ its secrets or breaks the protocol or ignores SIGTERM, stdout that cannot be wri
 killed with SIGKILL. The outcome is never lost once the agent started.
 
 Each fault is real: a second process holding SQLite's exclusive lock, a small tmpfs that
-fills (where mounting is allowed), a fake MCP server misbehaving on purpose.
+fills (where mounting is allowed), a fake MCP server misbehaving on purpose. A run the test
+must reach while it runs, or whose standard streams or death are the point, is a CLI in a
+process of its own; the others run the CLI in this process (`ws.call`).
 """
 
 import json
@@ -19,6 +21,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import call_cli
 from test_run_lifecycle import LOG_LINE, alive, assert_gone, jobs_file, wait_for
 
 RUN = ("run", "--job", "check", "--ignore-market-hours")
@@ -134,7 +137,7 @@ def test_the_servers_log_is_private_masked_headed_and_bounded(ws):
     jobs_file(ws, "--print-env")
     ws.env.update(TASTYTRADE_REFRESH_TOKEN=SECRET, TASTYTRADE_CLIENT_SECRET=CLIENT_SECRET)
     for _ in range(2):
-        assert ws.cli(*RUN).returncode == 0
+        assert ws.call(*RUN).returncode == 0
     log = ws.state / "logs" / "check.mcp.log"
     text = log.read_text()
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
@@ -154,7 +157,7 @@ def test_a_log_that_grew_too_large_is_cut_to_its_newest_part(ws):
     log.parent.mkdir(parents=True, mode=0o700)
     log.write_text("old line\n" * (LOG_LIMIT // 9 + 1000))
     log.chmod(0o600)
-    assert ws.cli(*RUN).returncode == 0
+    assert ws.call(*RUN).returncode == 0
     text = log.read_text()
     assert log.stat().st_size <= LOG_LIMIT
     assert text.startswith("[... older runs cut]\nold line\n")
@@ -166,7 +169,7 @@ def test_a_server_that_breaks_the_protocol_fails_at_once(ws, kind):
     # Without the check, binary bytes left a request waiting until the timeout; text was
     # ignored. Both are a failure now, well before the timeout of 120 s.
     jobs_file(ws, "--bad-stdout", kind)
-    result = ws.cli(*RUN, "--timeout", "120", timeout=100)
+    result = ws.call(*RUN, "--timeout", "120")
     assert result.returncode == 1, result.stderr
     [row] = ws.history()
     assert row["status"] == "failed", row
@@ -178,7 +181,7 @@ def test_a_server_that_breaks_the_protocol_fails_at_once(ws, kind):
 
 def test_a_server_that_ignores_sigterm_is_killed_when_the_run_ends(ws):
     jobs_file(ws, "--ignore-sigterm", "--hang", "account_overview")
-    result = ws.cli(*RUN, "--timeout", "6")
+    result = ws.call(*RUN, "--timeout", "6")
     assert result.returncode == 124, result.stderr
     [start] = ws.server_starts()
     assert_gone(start["pid"], within=10)
@@ -191,7 +194,7 @@ def test_a_model_error_does_not_point_at_the_server_log_but_a_server_error_does(
         "    instructions: Check\n",
     )
     stub.mode("status", "429")
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert result.returncode == 1, result.stderr
     [row] = ws.history()
     assert "429" in row["reason"] and "MCP server log" not in row["reason"], row["reason"]
@@ -201,7 +204,7 @@ def test_a_model_error_does_not_point_at_the_server_log_but_a_server_error_does(
         "    instructions: Check\n",
     )
     assert crash.exists()
-    assert ws.cli(*RUN).returncode == 1
+    assert ws.call(*RUN).returncode == 1
     assert "MCP server log" in ws.history()[0]["reason"]
 
 
@@ -270,11 +273,11 @@ def test_a_reader_that_went_away_ends_no_command_in_an_error(ws, args):
     """`| head -1`, made certain: nobody reads the pipe when the command writes. The command
     ends quietly, with the exit code it has when its output is read."""
     jobs_file(ws, extra='    schedule: "9:30am"\n    hourly: true\n')
-    assert ws.cli(*RUN).returncode == 0
+    assert ws.call(*RUN).returncode == 0
     result = into_a_pipe_nobody_reads(ws, *args)
     assert "Traceback" not in result.stderr and "internal error" not in result.stderr
     assert "Exception ignored" not in result.stderr and "Error" not in result.stderr
-    assert result.returncode == ws.cli(*args).returncode
+    assert result.returncode == ws.call(*args).returncode
 
 
 # --- SIGKILL --------------------------------------------------------------------------------------
@@ -301,14 +304,14 @@ def test_a_run_killed_with_sigkill_is_abandoned_and_its_slot_stays_used(ws):
     [row] = ws.history()
     assert row["status"] == "abandoned" and row["slot"] == "2026-11-30T09:30:00-05:00", row
     # The slot stays used: a second firing in the same window is a skip.
-    again = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 14:32:00")
+    again = ws.call("run", "--job", "check", "--scheduled", at="2026-11-30 14:32:00")
     assert again.returncode == 0, again.stderr
     newest, old = ws.history()
     assert newest["status"] == "skipped" and "already done" in newest["reason"]
     assert old["status"] == "abandoned"
     # The slot is claimed before the lock, so that skip never took the lock; the job's next
     # run that does (here one by hand) records the dead row so.
-    by_hand = ws.cli("run", "--job", "check", "--timeout", "3", at="2026-11-30 14:33:00")
+    by_hand = ws.call("run", "--job", "check", "--timeout", "3", at="2026-11-30 14:33:00")
     assert by_hand.returncode == 124, by_hand.stderr  # its server hangs in the tool
     db = sqlite3.connect(ws.state / "ledger.sqlite3")
     assert db.execute("SELECT status FROM runs WHERE id=?", (old["id"],)).fetchone() == (
@@ -323,11 +326,11 @@ def test_a_run_killed_with_sigkill_is_abandoned_and_its_slot_stays_used(ws):
 def test_every_file_in_the_state_directory_is_0600_and_every_directory_0700(ws, tmp_path):
     jobs_file(ws)
     ws.env["TASTY_ONESHOT_STATE_DIR"] = str(tmp_path / "fresh-state")
-    command = " ".join(map(shlex_quote, ws.command(*RUN)))
-    result = subprocess.run(
-        ["sh", "-c", f"umask 000 && exec {command}"], cwd=ws.root, env=ws.env,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    umask = os.umask(0o000)  # as `umask 000` in the shell that starts it
+    try:
+        result = ws.call(*RUN)
+    finally:
+        os.umask(umask)
     assert result.returncode == 0, result.stderr
     state = tmp_path / "fresh-state"
     found = [state, *state.rglob("*")]
@@ -337,12 +340,6 @@ def test_every_file_in_the_state_directory_is_0600_and_every_directory_0700(ws, 
     for path in found:
         mode = stat.S_IMODE(path.lstat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {mode:o}"
-
-
-def shlex_quote(word: str) -> str:
-    import shlex
-
-    return shlex.quote(word)
 
 
 # --- relative paths --------------------------------------------------------------------------
@@ -359,11 +356,8 @@ def test_relative_mcp_paths_are_read_against_the_jobs_files_directory(ws, tmp_pa
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = subprocess.run(
-        ws.command(*RUN, "--config", str(conf / "jobs.yaml")), cwd=elsewhere, env=ws.env,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    result = call_cli([*RUN, "--config", str(conf / "jobs.yaml")], cwd=elsewhere, env=ws.env)
     assert result.returncode == 0, result.stderr
     assert len(ws.server_starts()) == 1
-    assert json.loads(ws.cli("history", "--json").stdout)[0]["status"] == "ok"
+    assert json.loads(ws.call("history", "--json").stdout)[0]["status"] == "ok"
     assert not alive(ws.server_starts()[0]["pid"])
