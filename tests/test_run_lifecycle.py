@@ -1,7 +1,10 @@
-"""One invocation of `run` from start to exit code, through the real CLI in a subprocess.
+"""One invocation of `run` from start to exit code.
 
 The lock, the timeout, signals, a broken MCP server, limits, the fail-early checks, what goes
-to stdout and stderr, what the MCP server is given, and the ledger `history` reads back.
+to stdout and stderr, what the MCP server is given, and the ledger `history` reads back. The
+lock, signals, a timeout while the agent is still being imported and the standard streams are
+tested on the real CLI in a process of its own; the rest runs the CLI in this process
+(`ws.call`).
 `--model test` is pydantic-ai's TestModel: it calls every offered tool once (account_overview
 first), then answers with a JSON object of the tools' results.
 """
@@ -200,7 +203,7 @@ def test_two_different_jobs_do_not_block_each_other(ws, start):
     jobs_file(ws, "--hang", "account_overview", extra="  quick:\n    instructions: Hi\n" + quick)
     first = start(*RUN)
     wait_until_hanging(ws, first)
-    result = ws.cli("run", "--job", "quick", "--ignore-market-hours")
+    result = ws.call("run", "--job", "quick", "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     assert first.poll() is None  # `check` still holds its own lock
     assert {r["job"]: r["status"] for r in ws.history()} == {"quick": "ok", "check": "running"}
@@ -215,7 +218,7 @@ def test_timeout_stops_a_hanging_tool_and_the_mcp_server(ws):
     timeout = 8
     jobs_file(ws, "--hang", "account_overview")
     started = time.monotonic()
-    result = ws.cli(*RUN, "--timeout", str(timeout))
+    result = ws.call(*RUN, "--timeout", str(timeout))
     elapsed = time.monotonic() - started
 
     assert result.returncode == 124, result.stderr
@@ -281,7 +284,7 @@ def test_signal_stops_the_run_and_the_mcp_server(ws, start, signum, code, group)
 
 def test_mcp_server_that_crashes_at_start_fails_the_run(ws):
     jobs_file(ws, "--crash")
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert result.returncode == 1, result.stderr
     assert result.stdout == ""
     [row] = ws.history()
@@ -296,7 +299,7 @@ def test_mcp_server_that_crashes_at_start_fails_the_run(ws):
 
 def test_usage_limit_fails_the_run_and_names_the_limit(ws):
     jobs_file(ws)
-    result = ws.cli(*RUN, "--max-tool-calls", "2")
+    result = ws.call(*RUN, "--max-tool-calls", "2")
     assert result.returncode == 1, result.stderr
     [row] = ws.history()
     assert row["status"] == "failed" and row["exit_code"] == 1
@@ -314,7 +317,7 @@ def test_usage_limit_fails_the_run_and_names_the_limit(ws):
 def test_default_server_without_tastytrade_credentials_is_a_usage_error(ws, env):
     ws.env.update(env)
     ws.write("tasty-oneshot.yaml", "model: test\njobs:\n  check:\n    instructions: Hi\n")
-    result = ws.cli(*RUN)
+    result = ws.call(*RUN)
     assert result.returncode == 2, result.stderr
     assert "TASTYTRADE_" in result.stderr
     for value in env.values():
@@ -325,7 +328,7 @@ def test_default_server_without_tastytrade_credentials_is_a_usage_error(ws, env)
 
 def test_openai_model_without_its_key_is_a_usage_error(ws):
     jobs_file(ws)
-    result = ws.cli(*RUN, "--model", "openai:gpt-5-mini")
+    result = ws.call(*RUN, "--model", "openai:gpt-5-mini")
     assert result.returncode == 2, result.stderr
     assert "OPENAI_API_KEY" in result.stderr
     assert ws.server_starts() == []
@@ -367,7 +370,7 @@ def test_output_on_stdout_logs_on_stderr_and_only_tastytrade_variables_for_the_s
     leaked = {name for name in ws.env if not name.startswith("TASTYTRADE_")} & given - harmless
     assert leaked == set()
 
-    history = ws.cli("history", "--json")
+    history = ws.call("history", "--json")
     for text in (result.stdout, result.stderr, history.stdout):
         for value in secrets.values():
             assert value not in text
@@ -397,7 +400,7 @@ def test_history_filters_by_job_and_limits_newest_first(ws):
         "  beta:\n    instructions: B\n    market_open: true\n    daily: true\n",
     )
     for minute, job in enumerate(["alpha", "beta", "alpha", "alpha"], start=1):
-        result = ws.cli("run", "--job", job, "--scheduled", at=THANKSGIVING.format(minute))
+        result = ws.call("run", "--job", job, "--scheduled", at=THANKSGIVING.format(minute))
         assert result.returncode == 0, result.stderr
 
     rows = ws.history()
