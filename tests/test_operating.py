@@ -1,6 +1,8 @@
 """Operating many jobs: `status` (missed slots), dead-man's-switch pings against a real HTTP
 server, live progress in the log, journald priorities, and the first-run traps, all through
-the real CLI. Times are faked with faketime and read as UTC (New York is UTC-5 here).
+the CLI: in this process (`ws.call`, the clock moved with time-machine), but for journald's
+priorities, which the real CLI writes to a real stream (faketime fakes its clock). Times are
+read as UTC (New York is UTC-5 here).
 """
 
 import argparse
@@ -37,7 +39,7 @@ def jobs_file(ws, extra: str = "") -> None:
 
 
 def scheduled(ws, job: str, at: str) -> None:
-    result = ws.cli("run", "--job", job, "--scheduled", at=at)
+    result = ws.call("run", "--job", job, "--scheduled", at=at)
     assert result.returncode == 0, result.stderr
     assert ws.history("--limit", "1")[0]["status"] == "ok"
 
@@ -56,7 +58,7 @@ def no_timers(ws) -> None:
 
 def status(ws, *args: str, at: str) -> tuple[int, list[dict]]:
     no_timers(ws)
-    result = ws.cli("status", "--json", *args, at=at)
+    result = ws.call("status", "--json", *args, at=at)
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
 
@@ -117,7 +119,7 @@ def test_status_with_no_timer_and_no_runs_is_not_installed_and_the_table_has_a_l
     assert code == 0  # without --check
     assert status(ws, "--check", at="2026-12-01 19:30:00")[0] == 1
     assert status(ws, "--check", "--job", "by-hand", at="2026-12-01 19:30:00")[0] == 0
-    table = ws.cli("status", at="2026-12-01 19:30:00")
+    table = ws.call("status", at="2026-12-01 19:30:00")
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["job", "state", "timer"]
@@ -129,7 +131,7 @@ def test_status_shows_a_failing_job_and_counts_its_failures_in_a_row(ws):
                   f"    mcp:\n      command: {os.sys.executable}\n"
                   f"      args: [{json.dumps(str(ws.root / 'missing-server.py'))}]\n")  # fmt: skip
     for day in ("2026-11-30", "2026-12-01"):
-        result = ws.cli("run", "--job", "broken", "--scheduled", at=f"{day} 15:00:30")
+        result = ws.call("run", "--job", "broken", "--scheduled", at=f"{day} 15:00:30")
         assert result.returncode == 1, result.stderr
     code, [report] = status(ws, "--job", "broken", "--check", at="2026-12-01 16:00:00")
     assert report["state"] == "failing" and report["failures_in_a_row"] == 2
@@ -147,7 +149,7 @@ def test_a_run_pings_start_and_its_exit_code_with_one_rid(ws, receiver):
     rx = receiver()
     jobs_file(ws)
     url = f"http://127.0.0.1:{rx.port}/ping/abc123def456"
-    result = ws.cli("run", "--job", "check", "--ignore-market-hours", "--ping", url)
+    result = ws.call("run", "--job", "check", "--ignore-market-hours", "--ping", url)
     assert result.returncode == 0, result.stderr
     start, end = pinged(rx)
     rid = re.fullmatch(r"/ping/abc123def456/start\?rid=([0-9a-f-]{36})", start)[1]
@@ -159,7 +161,7 @@ def test_a_run_pings_start_and_its_exit_code_with_one_rid(ws, receiver):
 def test_a_failed_run_pings_its_exit_code_with_the_reason(ws, receiver):
     rx = receiver()
     jobs_file(ws, "ping: http://127.0.0.1:{port}/p\n".replace("{port}", str(rx.port)))
-    result = ws.cli("run", "--job", "check", "--ignore-market-hours", "--max-tool-calls", "1")
+    result = ws.call("run", "--job", "check", "--ignore-market-hours", "--max-tool-calls", "1")
     assert result.returncode == 1, result.stderr
     assert [p.split("?")[0] for p in pinged(rx)] == ["/p/start", "/p/1"]
     assert "tool_calls_limit" in rx.posts[1]["body"]
@@ -168,14 +170,14 @@ def test_a_failed_run_pings_its_exit_code_with_the_reason(ws, receiver):
 def test_a_market_closed_skip_pings_success_and_a_lock_refusal_pings_log(ws, receiver):
     rx = receiver()
     jobs_file(ws, f"ping: http://127.0.0.1:{rx.port}/p\n")
-    skip = ws.cli("run", "--job", "check", at="2026-11-26 15:00:30")  # Thanksgiving
+    skip = ws.call("run", "--job", "check", at="2026-11-26 15:00:30")  # Thanksgiving
     assert skip.returncode == 0, skip.stderr
     assert [p.split("?")[0] for p in pinged(rx)] == ["/p"]
     lock = ws.state / "locks" / "check.lock"
     lock.parent.mkdir(mode=0o700, exist_ok=True)
     with open(os.open(lock, os.O_RDWR | os.O_CREAT, 0o600), "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as another run of the job would
-        locked = ws.cli("run", "--job", "check", "--ignore-market-hours")
+        locked = ws.call("run", "--job", "check", "--ignore-market-hours")
     assert locked.returncode == 75, locked.stderr
     assert [p.split("?")[0] for p in pinged(rx)] == ["/p", "/p/log"]
 
@@ -183,7 +185,7 @@ def test_a_market_closed_skip_pings_success_and_a_lock_refusal_pings_log(ws, rec
 def test_a_slot_guard_skip_pings_nothing(ws, receiver):
     rx = receiver()
     jobs_file(ws, f"ping: http://127.0.0.1:{rx.port}/p\n")
-    result = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 18:00:00")
+    result = ws.call("run", "--job", "check", "--scheduled", at="2026-11-30 18:00:00")
     assert result.returncode == 0, result.stderr
     assert "off schedule" in ws.history()[0]["reason"] or "stale" in ws.history()[0]["reason"]
     assert rx.posts == []
@@ -192,7 +194,7 @@ def test_a_slot_guard_skip_pings_nothing(ws, receiver):
 def test_a_ping_to_a_server_that_never_answers_gives_up_and_changes_nothing(ws, receiver):
     rx = receiver(hang=True)
     jobs_file(ws, f"ping: http://127.0.0.1:{rx.port}/p\n")
-    result = ws.cli("run", "--job", "check", at="2026-11-26 15:00:30")
+    result = ws.call("run", "--job", "check", at="2026-11-26 15:00:30")
     assert result.returncode == 0, result.stderr
     # Given up by the 5 s bound: the thread's, or the socket's own timeout, whichever first.
     assert re.search(
@@ -206,7 +208,7 @@ def test_a_ping_to_a_server_that_never_answers_gives_up_and_changes_nothing(ws, 
 
 def test_the_log_shows_each_request_and_tool_call_and_a_closing_line(ws):
     jobs_file(ws)
-    result = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    result = ws.call("run", "--job", "check", "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     log = result.stderr
     assert re.search(r"INFO - model request 1 sent", log)
@@ -240,13 +242,13 @@ def test_under_journald_each_line_starts_with_its_priority(ws, tmp_path):
     assert any(line.startswith("<3>") and " - ERROR - " in line for line in lines)
     assert any(line.startswith("<6>") and " - INFO - " in line for line in lines)
     # Elsewhere (a terminal, cron's mail) no prefix.
-    plain = ws.cli("run", "--job", "nope")
+    plain = ws.call("run", "--job", "nope")
     assert plain.stderr.startswith("20")
 
 
 def test_generated_services_name_their_job_for_the_journal(ws):
     jobs_file(ws)
-    result = ws.cli("generate-units", "--job", "check", "--target", "systemd", "--no-env-file")
+    result = ws.call("generate-units", "--job", "check", "--target", "systemd", "--no-env-file")
     assert result.returncode == 0, result.stderr
     assert "SyslogIdentifier=tasty-oneshot-check\n" in result.stdout
     assert "LogExtraFields=TASTY_ONESHOT_JOB=check\n" in result.stdout
@@ -265,19 +267,19 @@ def test_units_whose_runs_would_miss_their_credentials_are_refused(ws, tmp_path)
                      "TASTYTRADE_REFRESH_TOKEN=b\n")  # fmt: skip
     out = tmp_path / "units"
     base = ("generate-units", "--job", "check", "--target", "systemd", "--output-dir", str(out))
-    refused = ws.cli(*base)
+    refused = ws.call(*base)
     assert refused.returncode == 2, refused.stderr
     [line] = refused.stderr.strip().splitlines()
     assert "OPENAI_API_KEY" in line and "TASTYTRADE_CLIENT_SECRET" in line
     assert "--env-file" in line and "--no-env-file" in line
     assert not out.exists()
-    cron = ws.cli("generate-units", "--job", "check", "--target", "crontab", "--cron-tz", "UTC")
+    cron = ws.call("generate-units", "--job", "check", "--target", "crontab", "--cron-tz", "UTC")
     assert cron.returncode == 2 and cron.stdout == ""
     env_file = ws.write(  # every credential the job's runs need: the key and TastyTrade's
         "creds.env", "OPENAI_API_KEY=x\nTASTYTRADE_CLIENT_SECRET=a\nTASTYTRADE_REFRESH_TOKEN=b\n"
     )
     env_file.chmod(0o600)
-    written = ws.cli(*base, "--env-file", str(env_file))
+    written = ws.call(*base, "--env-file", str(env_file))
     assert written.returncode == 0, written.stderr
     commands = written.stdout.splitlines()
     assert "systemctl --user daemon-reload" in commands
@@ -288,15 +290,15 @@ def test_units_whose_runs_would_miss_their_credentials_are_refused(ws, tmp_path)
         rf"\S*tasty-oneshot doctor --config \S+ --env-file {re.escape(str(env_file))} --job check",
         commands[-1],
     ), commands
-    assert ws.cli(*base, "--no-env-file").returncode == 0
+    assert ws.call(*base, "--no-env-file").returncode == 0
 
 
 def test_a_skip_by_hand_says_why_at_warning_and_how_to_run_anyway(ws):
     jobs_file(ws)
-    result = ws.cli("run", "--job", "check", at="2026-11-26 15:00:30")
+    result = ws.call("run", "--job", "check", at="2026-11-26 15:00:30")
     assert result.returncode == 0
     assert re.search(r"WARNING - skipped: market closed.*--ignore-market-hours", result.stderr)
-    timer = ws.cli("run", "--job", "check", "--scheduled", at="2026-11-26 15:00:30")
+    timer = ws.call("run", "--job", "check", "--scheduled", at="2026-11-26 15:00:30")
     assert re.search(r"INFO - skipped: market closed", timer.stderr), timer.stderr
 
 
@@ -307,19 +309,19 @@ def test_a_surplus_cron_firing_is_off_schedule_with_the_next_fire_time_not_stale
         ("2026-11-30 14:00:00", "the next is 2026-11-30T10:00"),
         ("2026-11-30 16:00:00", "the next is 2026-12-01T10:00"),
     ):
-        assert ws.cli("run", "--job", "check", "--scheduled", at=at).returncode == 0
+        assert ws.call("run", "--job", "check", "--scheduled", at=at).returncode == 0
         reason = ws.history()[0]["reason"]
         assert reason.startswith("off schedule:") and upcoming in reason, reason
     # A real late catch-up (the host was off) is still stale.
-    ws.cli("run", "--job", "check", "--scheduled", at="2026-11-30 17:23:00")
+    ws.call("run", "--job", "check", "--scheduled", at="2026-11-30 17:23:00")
     assert ws.history()[0]["reason"].startswith("stale:")
 
 
 def test_the_dst_warning_only_where_it_matters(ws):
     base = ("generate-units", "--no-env-file", "Hi", "--name", "n", "--hourly", "--target")
-    quiet = ws.cli(*base, "systemd")
+    quiet = ws.call(*base, "systemd")
     assert quiet.returncode == 0 and "1am and 3am" not in quiet.stderr  # skips anyway
-    loud = ws.cli(*base, "systemd", "--ignore-market-hours")
+    loud = ws.call(*base, "systemd", "--ignore-market-hours")
     assert "1am and 3am" in loud.stderr
 
 
@@ -327,7 +329,7 @@ def test_the_dst_warning_only_where_it_matters(ws):
 
 
 def test_help_shows_defaults_choices_and_exit_codes(ws):
-    bare = ws.cli()
+    bare = ws.call()
     assert bare.returncode == 2 and "usage: tasty-oneshot" in bare.stdout
     for command, shown in {
         "run": ("default 300", "default 30", "{output,failure,skip}", "INSTRUCTIONS",
@@ -336,47 +338,47 @@ def test_help_shows_defaults_choices_and_exit_codes(ws):
         "history": ("default 20", "only this job's runs", "--status"),
         "status": ("default 7", "--check"),
     }.items():  # fmt: skip
-        text = " ".join(ws.cli(command, "--help").stdout.split())
+        text = " ".join(ws.call(command, "--help").stdout.split())
         for word in shown:
             assert word in text, f"{command} --help lacks {word!r}"
 
 
 def test_run_without_a_job_lists_the_jobs_and_no_file_says_where_it_looked(ws):
     jobs_file(ws)
-    result = ws.cli("run")
+    result = ws.call("run")
     assert result.returncode == 2
     assert "by-hand, check, idle, late" in result.stderr
     (ws.root / "tasty-oneshot.yaml").unlink()
-    missing = ws.cli("run", "--job", "check")
+    missing = ws.call("run", "--job", "check")
     assert "looked for" in missing.stderr and "tasty-oneshot.yaml" in missing.stderr
 
 
 def test_next_previews_every_scheduled_job_or_each_one_named(ws):
     jobs_file(ws)
-    every = ws.cli("next", "--count", "1", "--json", at="2026-11-30 12:00:00")
+    every = ws.call("next", "--count", "1", "--json", at="2026-11-30 12:00:00")
     assert every.returncode == 0, every.stderr
     assert sorted(row["job"] for row in json.loads(every.stdout)) == ["check", "idle", "late"]
-    two = ws.cli(
+    two = ws.call(
         "next", "--job", "check", "--job", "late", "--count", "2", at="2026-11-30 12:00:00"
     )
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("check: ") == 1 and two.stdout.count("late: ") == 1
-    one = json.loads(ws.cli("next", "--job", "check", "--count", "1", "--json").stdout)
+    one = json.loads(ws.call("next", "--job", "check", "--count", "1", "--json").stdout)
     assert set(one[0]) == {"at", "utc", "market_open", "will_run"}  # the contract's shape
 
 
 def test_history_duration_status_filter_and_the_ledger_it_read(ws):
     jobs_file(ws)
-    empty = ws.cli("history")
+    empty = ws.call("history")
     assert re.search(r"WARNING - no runs in .*ledger\.sqlite3", empty.stderr)
-    ws.cli("run", "--job", "check", "--ignore-market-hours")
-    ws.cli("run", "--job", "check", at="2026-11-26 15:00:30")
-    table = ws.cli("history").stdout.splitlines()
+    ws.call("run", "--job", "check", "--ignore-market-hours")
+    ws.call("run", "--job", "check", at="2026-11-26 15:00:30")
+    table = ws.call("history").stdout.splitlines()
     assert table[0].split()[:5] == ["id", "job", "status", "started_at", "took"]
     assert re.search(r"\s\d+s\s", table[1]) or re.search(r"\s\d+s\s", table[2])
     only = ws.history("--status", "skipped")
     assert [row["status"] for row in only] == ["skipped"]
-    totals = ws.cli("history").stdout.split("totals")[1].splitlines()
+    totals = ws.call("history").stdout.split("totals")[1].splitlines()
     assert totals[2].split()[:3] == ["check", "1", "1"]  # one run, one skip
 
 
