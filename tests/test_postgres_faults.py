@@ -3,7 +3,9 @@
 not, a server that stops answering while a run records, a server restarted mid-run, and
 hosts that fire the same slot together.
 
-Each "host" is a CLI under a UTS namespace of its own (see tests/test_postgres_ledger.py).
+Each "host" is a CLI under a UTS namespace of its own (see tests/test_postgres_ledger.py); a
+run that races another for the slot or the lock is a process of its own too. The rest run the
+CLI in this process (`ws.call`).
 """
 
 import json
@@ -75,15 +77,15 @@ def test_a_password_libpq_reads_appears_in_no_line_row_or_file(ws, pg, cluster, 
     url = ledger_url(user, password, f"127.0.0.1:{cluster.port}/{database}", form)
     ws.env["TASTY_ONESHOT_LEDGER"] = url
     jobs_file(ws, job=DAILY_930)
-    ran = ws.cli(*RUN)
+    ran = ws.call(*RUN)
     assert ran.returncode == 0, ran.stderr
     with psycopg.connect(pg, autocommit=True) as holder:  # another host runs the job
         holder.execute("SELECT pg_advisory_lock(%s)", (lock_key("check"),))
-        locked = ws.cli(*RUN)
+        locked = ws.call(*RUN)
     assert locked.returncode == 75, locked.stderr
-    stale = ws.cli(*SCHEDULED, at="2026-11-30 18:00:00")  # kept, then written in
+    stale = ws.call(*SCHEDULED, at="2026-11-30 18:00:00")  # kept, then written in
     assert stale.returncode == 0, stale.stderr
-    shown = [ws.cli("history"), ws.cli("history", "--json"), ws.cli("status", "--json")]
+    shown = [ws.call("history"), ws.call("history", "--json"), ws.call("status", "--json")]
     for result in shown:
         assert result.returncode == 0, result.stderr
     rows = json.loads(shown[1].stdout)
@@ -91,11 +93,11 @@ def test_a_password_libpq_reads_appears_in_no_line_row_or_file(ws, pg, cluster, 
     assert f"{user}@127.0.0.1:{cluster.port}/{database}" in rows[1]["reason"]
 
     ws.env["TASTY_ONESHOT_LEDGER"] = url.replace(str(cluster.port), str(closed_port()))
-    refused = ws.cli(*RUN)
+    refused = ws.call(*RUN)
     assert refused.returncode == 1, refused.stderr
     line = one_error_line(refused.stderr)
     assert f"postgresql://{user}@127.0.0.1:" in line  # the ledger is named, without it
-    kept = ws.cli(*SCHEDULED, at="2026-11-30 18:00:00")  # kept in the spool for it
+    kept = ws.call(*SCHEDULED, at="2026-11-30 18:00:00")  # kept in the spool for it
     assert kept.returncode == 0, kept.stderr
     results = [ran, locked, stale, *shown, refused, kept]
     assert_nowhere(password, [r.stdout + r.stderr for r in results], ws.state)
@@ -107,10 +109,10 @@ def test_a_password_libpq_would_misread_is_refused_without_showing_any_of_it(ws,
     # their error (which quotes the port or host libpq read) shows nothing of the password.
     ws.env["TASTY_ONESHOT_LEDGER"] = f"postgresql://u:{password}@127.0.0.1:{cluster.port}/db"
     jobs_file(ws, job=DAILY_930)
-    refused = ws.cli(*RUN)
+    refused = ws.call(*RUN)
     assert refused.returncode == 1, refused.stderr
     assert "the PostgreSQL ledger cannot be used" in one_error_line(refused.stderr)
-    kept = ws.cli(*SCHEDULED, at="2026-11-30 18:00:00")
+    kept = ws.call(*SCHEDULED, at="2026-11-30 18:00:00")
     assert kept.returncode == 0, kept.stderr
     pieces = [password, *password.replace("@", "/").split("/")[1:]]
     for piece in pieces:
@@ -189,7 +191,7 @@ def test_with_sqlite_the_slot_is_claimed_before_the_lock_too(ws, second):
         assert "skipped: slot 2026-11-30T09:30:00-05:00 already done" in again.stderr
         return
     assert again.returncode == 75, again.stderr
-    straggler = ws.cli(*SCHEDULED, at="2026-11-30 14:33:00")
+    straggler = ws.call(*SCHEDULED, at="2026-11-30 14:33:00")
     assert straggler.returncode == 0 and "account_overview" in straggler.stdout, straggler.stderr
     assert [row["status"] for row in ws.history()] == ["ok", "locked", "ok"]
 

@@ -5,7 +5,9 @@ A throwaway cluster (tests/postgres_server.py) serves the session; each test has
 of its own. A test that stops the server has a cluster of its own. Each "host" is a state
 directory of its own and a host name of its own: the CLI runs under `unshare --uts`, which
 gives it a private host name (the `host` column is `os.uname().nodename`). The hosts share the
-fake MCP server's record, so `ws.server_starts()` counts agent runs across all of them.
+fake MCP server's record, so `ws.server_starts()` counts agent runs across all of them. What
+needs no host name of its own, nor a process the test must reach while it runs, runs the CLI
+in this process (`ws.call`).
 """
 
 import json
@@ -234,7 +236,7 @@ def test_a_running_row_is_abandoned_even_if_another_database_holds_the_same_jobs
     ws, pg, cluster
 ):
     # Advisory locks belong to a database; pg_locks lists the whole server's.
-    assert ws.cli("history").returncode == 0  # creates the schema
+    assert ws.call("history").returncode == 0  # creates the schema
     query(
         pg,
         "INSERT INTO tasty_oneshot_runs (job, status, reason, started_at, started_utc,"
@@ -292,7 +294,9 @@ def test_an_unreachable_server_before_the_run_means_nothing_runs(ws, server):
     ws.env["TASTY_ONESHOT_LEDGER"] = f"postgresql://u:{PASSWORD}@127.0.0.1:{port}/tasty"
     jobs_file(ws)
     try:
-        result = ws.cli(*RUN)  # the CLI's own limit, 60 s, well above the connect timeout
+        # A silent server: the real CLI, under the test's limit of 60 s (well above the connect
+        # timeout), in case nothing else ended the wait.
+        result = ws.cli(*RUN) if silent else ws.call(*RUN)
     finally:
         if silent:
             silent.close()
@@ -309,13 +313,13 @@ def test_an_unreachable_server_before_the_run_means_nothing_runs(ws, server):
 
 def test_skips_decided_without_the_ledger_never_connect_and_are_written_in_later(ws, own_cluster):
     jobs_file(ws, job='    schedule: "10am"\n    daily: true\n')
-    warm = ws.cli(*SCHEDULED, at=THANKSGIVING)  # reads the calendar, caches the day
+    warm = ws.call(*SCHEDULED, at=THANKSGIVING)  # reads the calendar, caches the day
     assert warm.returncode == 0 and "market closed" in warm.stderr, warm.stderr
     own_cluster.stop("immediate")  # its port is closed now: a connection would fail
-    cached = ws.cli(*SCHEDULED, at="2026-11-26 15:01:00")  # the cached day decides
+    cached = ws.call(*SCHEDULED, at="2026-11-26 15:01:00")  # the cached day decides
     assert cached.returncode == 0, cached.stderr
     assert "skipped: market closed" in cached.stderr
-    stale = ws.cli(*SCHEDULED, at="2026-11-30 18:00:00")  # 13:00: the slot guard decides
+    stale = ws.call(*SCHEDULED, at="2026-11-30 18:00:00")  # 13:00: the slot guard decides
     assert stale.returncode == 0, stale.stderr
     assert "skipped: stale" in stale.stderr
     for result in (cached, stale):
@@ -338,7 +342,7 @@ def test_skips_decided_without_the_ledger_never_connect_and_are_written_in_later
 def test_a_slot_guard_skip_with_no_server_listening_exits_0(ws):
     ws.env["TASTY_ONESHOT_LEDGER"] = f"postgresql://u@127.0.0.1:{closed_port()}/tasty"
     jobs_file(ws, job=DAILY_930)
-    result = ws.cli(*SCHEDULED, at="2026-11-30 18:00:00")
+    result = ws.call(*SCHEDULED, at="2026-11-30 18:00:00")
     assert result.returncode == 0, result.stderr
     assert "skipped: stale" in result.stderr and " - ERROR - " not in result.stderr
     assert len(list((ws.state / "spool").glob("row-*.json"))) == 1  # kept for that ledger
@@ -348,9 +352,9 @@ def test_a_kept_row_is_written_in_once_by_two_invocations_at_once(ws, own_cluste
     url = ws.env["TASTY_ONESHOT_LEDGER"]
     ws.env["TASTY_ONESHOT_LEDGER_WAIT"] = "60"
     jobs_file(ws, job=DAILY_930)
-    assert ws.cli("history").returncode == 0  # the schema
+    assert ws.call("history").returncode == 0  # the schema
     own_cluster.stop("immediate")
-    stale = ws.cli(*SCHEDULED, at="2026-11-30 18:00:00")
+    stale = ws.call(*SCHEDULED, at="2026-11-30 18:00:00")
     assert stale.returncode == 0, stale.stderr
     own_cluster.start()
     with psycopg.connect(url, autocommit=True) as db, db.transaction():
@@ -407,7 +411,7 @@ def test_ledger_import_copies_sqlite_ledgers_once_even_where_hosts_ran_the_same_
         assert result.returncode == 0, result.stderr
     # Before they shared a ledger, both hosts ran the 9:30 slot: each file claims it.
     file_a, file_b = (host.state / "ledger.sqlite3" for host in (a, b))
-    copied = [ws.cli("ledger", "import", str(file)) for file in (file_a, file_a, file_b)]
+    copied = [ws.call("ledger", "import", str(file)) for file in (file_a, file_a, file_b)]
     for result in copied:
         assert result.returncode == 0, result.stderr
     assert [result.stdout for result in copied] == [
@@ -443,10 +447,10 @@ def test_the_ledgers_password_appears_nowhere(ws, pg, cluster, form):
     ws.env["TASTY_ONESHOT_LEDGER"] = url
     jobs_file(ws, "--print-env", job=DAILY_930)  # a server that logs all it was given
     results = [
-        ws.cli(*RUN),
-        ws.cli(*SCHEDULED, at="2026-11-30 18:00:00"),  # stale: kept, then written in
-        ws.cli("status", "--json"),
-        ws.cli("history"),
+        ws.call(*RUN),
+        ws.call(*SCHEDULED, at="2026-11-30 18:00:00"),  # stale: kept, then written in
+        ws.call("status", "--json"),
+        ws.call("history"),
     ]
     for result in results:
         assert result.returncode == 0, result.stderr
@@ -454,10 +458,10 @@ def test_the_ledgers_password_appears_nowhere(ws, pg, cluster, form):
     assert [row["status"] for row in rows] == ["skipped", "ok"]
     assert PASSWORD not in json.dumps(rows)
     ws.env["TASTY_ONESHOT_LEDGER"] = url.replace(str(cluster.port), str(closed_port()))
-    unreachable = ws.cli(*RUN)
+    unreachable = ws.call(*RUN)
     assert unreachable.returncode == 1
     assert f"postgresql://{user}@127.0.0.1:" in unreachable.stderr  # named, without it
-    kept = ws.cli(*SCHEDULED, at="2026-11-30 18:00:00")  # kept for that ledger
+    kept = ws.call(*SCHEDULED, at="2026-11-30 18:00:00")  # kept for that ledger
     assert kept.returncode == 0, kept.stderr
     for result in [*results, unreachable, kept]:
         assert PASSWORD not in result.stdout + result.stderr
