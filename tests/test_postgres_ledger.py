@@ -20,7 +20,7 @@ from collections import Counter
 
 import psycopg
 import pytest
-from conftest import Workspace, closed_port
+from conftest import Workspace, call_cli, closed_port
 from postgres_server import Cluster
 from test_run_lifecycle import LOG_LINE, wait_for
 
@@ -96,7 +96,9 @@ class Host:
         )  # fmt: skip
 
     def history(self, *args: str) -> list[dict]:
-        result = self.cli("history", "--json", *args)
+        """`history --json ARGS` as this host reads it: its state directory, in this process
+        (reading the ledger names no host)."""
+        result = call_cli(["history", "--json", *args], cwd=self.ws.root, env=self.env)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 

@@ -1,6 +1,5 @@
-"""The whole path of one run: the happy path through the real CLI in a process of its own
-(`python -m tasty_oneshot`, as a timer starts it), and the market's answer (in this process).
-"""
+"""The whole path of one run through the CLI (in this process: tests/test_run_lifecycle.py runs
+the same happy path in a process of its own): the happy path and the market's answer."""
 
 
 def test_job_runs_agent_against_mcp_server_and_records_ok(ws):
@@ -10,7 +9,7 @@ def test_job_runs_agent_against_mcp_server_and_records_ok(ws):
         + ws.fake_mcp_yaml()
         + ("jobs:\n  check:\n    instructions: Check my positions\n"),
     )
-    result = ws.cli("run", "--job", "check", "--ignore-market-hours")
+    result = ws.call("run", "--job", "check", "--ignore-market-hours")
     assert result.returncode == 0, result.stderr
     assert "account_overview" in result.stdout
     [row] = ws.history()

@@ -1,16 +1,16 @@
 """The spool: a kept outcome leaves it only once the ledger holds it, and a damaged entry is
 set aside, named once, and never stops a command.
 
-The outcomes are kept by real runs whose ledger was held locked at the end (the fault of
-test_faults.py, a CLI in a process of its own while another process holds the ledger), or by
-the spool's own code against a real ledger; the damaged entries are real files in a real state
-directory, met by the CLI (in this process, `ws.call`).
+The outcomes are kept by real runs whose ledger another process held locked at the end (the
+fault of test_faults.py), or by the spool's own code against a real ledger; the damaged entries
+are real files in a real state directory. The CLI runs in this process (`ws.call`).
 """
 
 import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import datetime
 
 import psycopg
@@ -34,24 +34,40 @@ def kept_files(ws) -> list:
 
 
 def keep_an_outcome_of_a_real_run(ws, tmp_path) -> None:
-    """A run whose ledger is held locked when it finishes: its outcome is kept."""
+    """A run whose ledger is held locked when it finishes: its outcome is kept. The run is in
+    this process; a thread has another process take the ledger while the agent waits."""
     go, held, release = tmp_path / "go", tmp_path / "held", tmp_path / "release"
     jobs_file(ws, "--wait-for", str(go))
     ws.env["TASTY_ONESHOT_LEDGER_WAIT"] = "1"
-    run = ws.popen(*RUN)
-    wait_for(lambda: ws.calls(), "the first tool call", proc=run)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LEDGER, str(ws.state / "ledger.sqlite3"), held, release]
-    )
+    holders: list[subprocess.Popen] = []
+    failed: list[BaseException] = []
+
+    def hold_the_ledger_then_go() -> None:
+        try:
+            wait_for(lambda: ws.calls(), "the first tool call")
+            ledger = ws.state / "ledger.sqlite3"
+            command = [sys.executable, "-c", HOLD_LEDGER, str(ledger), held, release]
+            holders.append(subprocess.Popen(command))
+            wait_for(held.exists, "the ledger to be held")
+        except BaseException as exc:  # pytest.fail's too: raised again in the test
+            failed.append(exc)
+        finally:
+            go.write_text("go")  # the agent finishes (while the ledger is held)
+
+    thread = threading.Thread(target=hold_the_ledger_then_go, daemon=True)
+    thread.start()
     try:
-        wait_for(held.exists, "the ledger to be held")
-        go.write_text("go")
-        _out, err = run.communicate(timeout=120)
-        assert run.returncode == 0, err
-        assert len(kept_files(ws)) == 1, err
+        result = ws.call(*RUN)
+        thread.join(timeout=60)
+        if failed:
+            raise failed[0]
+        assert result.returncode == 0, result.stderr
+        assert len(kept_files(ws)) == 1, result.stderr
     finally:
         release.write_text("release")
-        holder.wait(timeout=30)
+        thread.join(timeout=60)
+        for holder in holders:
+            holder.wait(timeout=30)
 
 
 def test_a_kept_outcome_whose_row_is_gone_is_written_in_whole(ws, tmp_path):
