@@ -155,15 +155,19 @@ def call_cli(
     )
 
 
+# The loggers whose levels the CLI sets (tasty_oneshot/cli.py's setup_logging): the root one,
+# ours, and apprise's (kept quiet: it logs the URLs it rejects, credentials included).
+CLI_LOGGERS = ("", "tasty_oneshot", "apprise")
+
+
 @contextlib.contextmanager
 def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
     from tasty_oneshot import secrets, stdio
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    ours = logging.getLogger("tasty_oneshot")
-    saved_ours = ours.level
+    saved_handlers = root.handlers[:]
+    saved_levels = {logger: logger.level for logger in map(logging.getLogger, CLI_LOGGERS)}
     saved_secrets = secrets._values
     signals = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
     saved_signals = {sig: signal.getsignal(sig) for sig in signals}
@@ -182,8 +186,8 @@ def _process_state(cwd: Path, env: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved_env)
         time.tzset()
         root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
-        ours.setLevel(saved_ours)
+        for logger, level in saved_levels.items():
+            logger.setLevel(level)
         secrets._values = saved_secrets
         stdio.failure = None
         warnings.showwarning = saved_showwarning
