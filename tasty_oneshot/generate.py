@@ -105,7 +105,7 @@ def doctor_command(jobs: list[Job], request: GenerateRequest, env_file: str | No
     import shlex
 
     words = [*tasty_oneshot_command(), "doctor"]
-    config = paths.config_path(request.config)
+    config = _jobs_file_path(request)
     if config is not None:
         words += ["--config", str(config.absolute())]
     if env_file is not None:
@@ -138,7 +138,7 @@ def _written_paths(jobs: list[Job], request: GenerateRequest) -> list[tuple[str,
     if request.env_file is not None:  # as given, then made absolute as the unit holds it
         found.append(("--env-file", request.env_file))
         found.append(("--env-file", str(Path(request.env_file).expanduser().absolute())))
-    config = paths.config_path(request.config)
+    config = _jobs_file_path(request)
     if config is not None:
         found.append((_config_named_by(request), str(config)))
     for job in jobs:  # the service must reach the MCP server's command too
@@ -146,6 +146,16 @@ def _written_paths(jobs: list[Job], request: GenerateRequest) -> list[tuple[str,
             found.append((f"{_where(job)}: key 'mcp.command'", job.mcp.command))
     found += [("the tasty-oneshot command", word) for word in tasty_oneshot_command()]
     return [(what, path) for what, path in found if path is not None]
+
+
+def _adhoc(request: GenerateRequest) -> bool:
+    """An ad hoc job (INSTRUCTIONS, no --job or --all): it needs no jobs file."""
+    return request.instructions is not None and not request.jobs and not request.all_jobs
+
+
+def _jobs_file_path(request: GenerateRequest) -> Path | None:
+    """The jobs file the request reads (see paths.config_path), found the same way each time."""
+    return paths.config_path(request.config, adhoc=_adhoc(request))
 
 
 def _config_named_by(request: GenerateRequest) -> str:
@@ -281,7 +291,7 @@ def missing_variables(
         for group in needed:
             if not any(values.get(name, "").strip() for name in group):
                 missing.append(" or ".join(group))
-    config = paths.config_path(request.config)
+    config = _jobs_file_path(request)
     if config is not None:
         for name in jobs_file_variables(config):
             if name not in values and name not in TIMER_GIVES:
@@ -349,7 +359,7 @@ def warn_about_private_tmp(jobs: list[Job], request: GenerateRequest, env_file: 
     there, it cannot. The env file is read by systemd itself, outside that sandbox, but
     does not last there."""
     found: list[tuple[str, str]] = []
-    config = paths.config_path(request.config)
+    config = _jobs_file_path(request)
     if config is not None:
         found.append((_config_named_by(request), str(config.absolute())))
     for job in jobs:
@@ -421,7 +431,10 @@ def select_jobs(request: GenerateRequest) -> tuple[list[Job], list[str]]:
     if chosen != 1:
         raise UsageError("give exactly one of INSTRUCTIONS, --job NAME (repeatable) or --all")
     load_env_file(Path(".env"), required=False)
-    config = paths.config_path(request.config)
+    if _adhoc(request):
+        config = paths.adhoc_config_path(request.config)  # the warning, once
+    else:
+        config = paths.config_path(request.config)
     jobs_file = load_jobs_file(config) if config else None
     names: list[str | None]  # None: the ad hoc job of INSTRUCTIONS
     if request.all_jobs:
@@ -471,7 +484,7 @@ def run_words(job: Job, request: GenerateRequest, env_file: str | None) -> list[
             words += job.schedule.flags()
         if request.options.get("ignore_market_hours"):
             words.append("--ignore-market-hours")
-    config = paths.config_path(request.config)
+    config = _jobs_file_path(request)
     if config is not None:
         words += ["--config", str(config.absolute())]
     if env_file:

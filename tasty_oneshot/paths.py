@@ -8,6 +8,7 @@ the fix (exit 2). Files are written mode 0600 and directories 0700, whatever the
 """
 
 import errno
+import logging
 import os
 import stat
 from pathlib import Path
@@ -18,17 +19,25 @@ CONFIG_ENV = "TASTY_ONESHOT_CONFIG"
 STATE_ENV = "TASTY_ONESHOT_STATE_DIR"
 LOCAL_CONFIG = "tasty-oneshot.yaml"
 
+log = logging.getLogger("tasty_oneshot")
 
-def config_path(explicit: str | None) -> Path | None:
+
+def config_path(explicit: str | None, *, adhoc: bool = False) -> Path | None:
     """The jobs file to read: --config, $TASTY_ONESHOT_CONFIG, ./tasty-oneshot.yaml, XDG; or None.
 
     A file named explicitly (flag or variable) must exist; the implicit places are optional.
+    An ad hoc command (`adhoc`: INSTRUCTIONS or schedule flags, no --job or --all) needs no
+    jobs file: for it, a $TASTY_ONESHOT_CONFIG naming a path where nothing exists (the
+    image's, with no jobs file mounted) is None, the built-in defaults, without looking
+    further. Something there that is no jobs file, and a missing --config, stay errors.
     """
     named = explicit or os.environ.get(CONFIG_ENV)
     if named:
         source = "--config" if explicit else f"${CONFIG_ENV}"
         path = given_path(source, named)
         if not path.is_file():
+            if adhoc and not explicit and _nothing_at(path):
+                return None
             problem = "is a directory, not a jobs file" if path.is_dir() else "jobs file not found"
             raise UsageError(f"{path}: {problem} (from {source})")
         return path.absolute()
@@ -38,6 +47,33 @@ def config_path(explicit: str | None) -> Path | None:
     xdg = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     candidate = xdg / "tasty-oneshot" / "jobs.yaml"
     return candidate.absolute() if candidate.is_file() else None
+
+
+def adhoc_config_path(explicit: str | None) -> Path | None:
+    """config_path for an ad hoc command, with one warning when $TASTY_ONESHOT_CONFIG names a
+    file that does not exist and the built-in defaults are used instead."""
+    path = config_path(explicit, adhoc=True)
+    if path is None and not explicit and os.environ.get(CONFIG_ENV):
+        missing = given_path(f"${CONFIG_ENV}", os.environ[CONFIG_ENV]).absolute()
+        log.warning(
+            "$%s names %s, which does not exist: this ad hoc job uses the built-in defaults "
+            "(no jobs file)",
+            CONFIG_ENV,
+            missing,
+        )
+    return path
+
+
+def _nothing_at(path: Path) -> bool:
+    """Whether nothing at all is at `path`: not so for a dangling link, or for a path that
+    cannot be looked at (a file, or a directory this user may not search, on the way)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def given_path(source: str, text: str) -> Path:

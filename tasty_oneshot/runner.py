@@ -44,7 +44,8 @@ def load_job(request: RunRequest) -> tuple[Job, JobsFile | None]:
     if request.env_file:
         load_env_file(Path(request.env_file), required=True)
     load_env_file(Path(".env"), required=False)
-    config = paths.config_path(request.config)
+    adhoc = request.job is None and request.instructions is not None
+    config = paths.adhoc_config_path(request.config) if adhoc else paths.config_path(request.config)
     jobs_file = load_jobs_file(config) if config else None
     job = resolve_job(
         jobs_file,

@@ -8,6 +8,7 @@ takes seconds to import and run): a `--scheduled` invocation long after its slot
 a "stale" skip whose ledger row still carries the resolved job's name, model and trading mode.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -448,6 +449,136 @@ def test_jobs_file_is_found_by_flag_then_variable_then_working_directory_then_xd
     xdg.unlink()
     result = ws.call("run", "--job", "probe", "--scheduled", at=STALE)
     assert result.returncode == 2 and "probe" in result.stderr
+
+
+# $TASTY_ONESHOT_CONFIG naming a file that does not exist (the image's, with no jobs file
+# mounted): an ad hoc command needs no jobs file and goes on with the built-in defaults,
+# saying so in one warning; what needs the jobs file is still refused.
+
+
+def missing_config_variable(ws):
+    """$TASTY_ONESHOT_CONFIG naming a file that does not exist; a ./tasty-oneshot.yaml that
+    must not be read in its place (the built-in defaults are used, not the next place)."""
+    missing = ws.root / "mounted" / "jobs.yaml"
+    ws.env["TASTY_ONESHOT_CONFIG"] = str(missing)
+    ws.write("tasty-oneshot.yaml", "model: ollama:from-cwd\ntrading: live\n" + GOOD_JOB)
+    return missing
+
+
+def assert_one_warning_about(missing, result) -> None:
+    [warning] = [line for line in result.stderr.splitlines() if " - WARNING - " in line]
+    assert "$TASTY_ONESHOT_CONFIG" in warning and str(missing) in warning
+    assert "built-in defaults" in warning
+    assert " - ERROR - " not in result.stderr
+
+
+def test_next_ad_hoc_needs_no_jobs_file_when_the_variable_names_a_missing_one(ws):
+    missing = missing_config_variable(ws)
+    args = ("next", "--schedule", "9:30am", "--daily", "--count", "3", "--json")
+    result = ws.call(*args, at=STALE)
+    assert result.returncode == 0, result.stderr
+    fires = json.loads(result.stdout)  # stdout stays clean JSON: the warning is on stderr
+    assert [f["at"] for f in fires] == [
+        "2026-12-01T09:30:00-05:00",
+        "2026-12-02T09:30:00-05:00",
+        "2026-12-03T09:30:00-05:00",
+    ]
+    assert all(f["will_run"] for f in fires)
+    assert_one_warning_about(missing, result)
+
+
+def test_generate_units_ad_hoc_needs_no_jobs_file_when_the_variable_names_a_missing_one(ws):
+    missing = missing_config_variable(ws)
+    args = ("generate-units", "Check my positions", "--schedule", "9:30am", "--daily")
+    flags = ("--target", "crontab", "--cron-tz", "America/New_York", "--no-env-file")
+    result = ws.call(*args, *flags, at=STALE)
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert line.startswith("30 9 * * * ")
+    assert "run 'Check my positions' --name " in line
+    assert line.endswith(" --schedule 9:30am --daily --scheduled")
+    assert "--config" not in line  # the run will find no jobs file either
+    assert_one_warning_about(missing, result)
+
+
+def test_run_ad_hoc_needs_no_jobs_file_when_the_variable_names_a_missing_one(ws):
+    missing = missing_config_variable(ws)
+    # The built-in MCP server, tasty-agent, needs these; a stale slot is skipped before it
+    # would start, or the broker be asked.
+    ws.env.update(TASTYTRADE_CLIENT_SECRET="not-used", TASTYTRADE_REFRESH_TOKEN="not-used")
+    flags = ("--schedule", "9:30am", "--daily", "--model", "test", "--scheduled")
+    result = ws.call("run", "Check my positions", *flags, at=STALE)
+    assert result.returncode == 0, result.stderr
+    assert_one_warning_about(missing, result)
+    del ws.env["TASTY_ONESHOT_CONFIG"]  # `history` still needs the file it names
+    (ws.root / "tasty-oneshot.yaml").unlink()
+    row = latest(ws)
+    assert (row["status"], row["model"], row["trading"]) == ("skipped", "test", "read-only")
+    assert "stale" in row["reason"]
+
+
+def assert_ad_hoc_goes_on(ws, *args: str) -> None:
+    """The ad hoc command goes on without a jobs file (the contrast to a refusal)."""
+    result = ws.call(*args, at=STALE)
+    assert result.returncode == 0, result.stderr
+    assert " - ERROR - " not in result.stderr
+
+
+NEXT_AD_HOC = ("next", "--schedule", "9:30am", "--daily")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("next", "--job", "check"),
+        ("next", "--all"),
+        ("run", "--job", "check", "--ignore-market-hours"),
+        ("generate-units", "--job", "check", "--target", "crontab", "--no-env-file"),
+        ("generate-units", "--all", "--target", "crontab", "--no-env-file"),
+        ("status", "--json"),
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_what_needs_the_jobs_file_is_refused_when_the_variable_names_a_missing_one(ws, args):
+    missing = missing_config_variable(ws)
+    assert_ad_hoc_goes_on(ws, *NEXT_AD_HOC)
+    line = usage_error(ws, ws.call(*args))
+    assert "$TASTY_ONESHOT_CONFIG" in line and str(missing) in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        NEXT_AD_HOC,
+        ("run", "Check", "--schedule", "9:30am", "--daily", "--model", "test", "--scheduled"),
+        ("generate-units", "Check", "--schedule", "9:30am", "--daily", "--target", "crontab"),
+    ],
+    ids=lambda args: args[0],
+)
+def test_a_missing_config_flag_is_refused_even_for_an_ad_hoc_command(ws, args):
+    missing_config_variable(ws)
+    ws.env.update(TASTYTRADE_CLIENT_SECRET="not-used", TASTYTRADE_REFRESH_TOKEN="not-used")
+    no_env_file = ("--no-env-file",) if args[0] == "generate-units" else ()
+    line = usage_error(ws, ws.call(*args, *no_env_file, "--config", "missing.yaml", at=STALE))
+    assert "missing.yaml" in line and "--config" in line
+    assert_ad_hoc_goes_on(ws, *args, *no_env_file)  # without the flag, it would
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda path: path.mkdir(), id="a directory"),
+        pytest.param(lambda path: path.symlink_to(path.parent / "nowhere"), id="a dangling link"),
+        pytest.param(lambda path: path.write_text("jobs: [unclosed\n"), id="bad YAML"),
+    ],
+)
+def test_a_variable_naming_something_that_is_no_jobs_file_is_refused_for_ad_hoc_too(ws, make):
+    missing = missing_config_variable(ws)
+    assert_ad_hoc_goes_on(ws, *NEXT_AD_HOC)  # nothing there: the built-in defaults
+    missing.parent.mkdir()
+    make(missing)
+    line = usage_error(ws, ws.call(*NEXT_AD_HOC))
+    assert str(missing) in line
 
 
 # --- .env and --env-file -------------------------------------------------------------------
