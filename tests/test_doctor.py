@@ -219,6 +219,17 @@ def test_the_last_error_of_a_real_tasty_agent_that_cannot_reach_tastytrade():
     )
 
 
+def test_the_last_error_of_a_server_whose_rich_log_has_no_time_column():
+    # rich's layout without its time column (RichHandler(show_time=False)): the level starts
+    # the line, so it is not read as one of rich's records, but the source column still ends it.
+    lines = [
+        "Starting the TastyTrade MCP server",
+        "ERROR    Failed to authenticate with Tastytrade: invalid_grant     core.py:142",
+    ]
+    said = doctor.last_error(lines)
+    assert said == "Failed to authenticate with Tastytrade: invalid_grant"
+
+
 # --- jobs, state, ledger -------------------------------------------------------------------------
 
 

@@ -846,6 +846,48 @@ def test_a_credential_written_out_in_the_jobs_file_is_refused(ws, top, job, key,
     assert "${VAR}" in error and "Secret trading-credentials" in error, error
 
 
+# A credential only one reading of the URL finds, and the reason the error gives for it. The
+# URLs are ones Apprise does not read (mcp.url, ping): Apprise refuses a notify URL with an
+# unencoded `#`, `?` or `/` in its password before this check is reached, and a ledger's
+# password is found by libpq's reading (ledger/postgres_url.py) whatever else finds it.
+PASSWORD = "its password is written out"
+PORT = "its port holds text (a password with a `/` in it, or a token)"
+CREDENTIAL_READINGS = [
+    # libpq's reading: the user part runs to the first `@`, so a `#` or `?` is the password's
+    # (urlsplit's reading takes it for a fragment or a query, and the password for a port).
+    *(
+        (f'mcp:\n  url: "https://bot:{pw}@mcp.example.org/${{MCP_PATH}}"', "key 'mcp.url'", pw,
+         PASSWORD)
+        for pw in ("p#ss-0815", "p?ss-0815", "12#ss-0815")
+    ),
+    # A `/` ends the user part for both readings: the password's start is the port.
+    *(
+        (f'mcp:\n  url: "https://bot:{pw}@mcp.example.org/${{MCP_PATH}}"', "key 'mcp.url'", pw,
+         PORT)
+        for pw in ("pa/ss-0815", "pa/s#s-0815")
+    ),
+    # libpq's password keys in the query are passwords in any URL.
+    ('ping: "https://hc-ping.com/${PING_KEY}?password=ping-pw-0815"', "key 'ping'", "ping-pw-0815",
+     PASSWORD),
+    ('ping: "https://hc-ping.com/${PING_KEY}?sslpassword=ping-pw-0815"', "key 'ping'",
+     "ping-pw-0815", PASSWORD),
+    # A `/` typed for the `:`: libpq reads no password (the host is `tasty`, the database the
+    # rest), but a `@` after the host is a password's.
+    ('ledger: "postgresql://tasty/p4ss-0815@db.example.org/tasty"', "key 'ledger'", "p4ss-0815",
+     PASSWORD),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("top", "key", "secret", "reason"), CREDENTIAL_READINGS, ids=range(len(CREDENTIAL_READINGS))
+)
+def test_a_credential_written_out_is_refused_for_what_it_is(ws, top, key, secret, reason):
+    ws.env.update(MCP_PATH="m", PING_KEY="k")
+    error = refused(ws, f"{top}\njobs:\n{GOOD_JOB}", "--all", "--image", IMAGE)
+    assert secret not in error
+    assert f"jobs.yaml: {key}: {reason}, which the ConfigMap would show" in error, error
+
+
 # Values with every character that splits a URL, each supplied by the Secret.
 SECRET_VALUES = {
     "PGPASSWORD": "p#s?s/w@r%d-pg-0815",
