@@ -29,6 +29,13 @@ log = logging.getLogger("tasty_oneshot")
 def enter(run: "Invocation", verdict: Verdict | None) -> Outcome:
     """The agent phase, to its outcome; `verdict`: the market's, when the cache had it."""
     import asyncio  # here, not at the top: a skip must stay light
+    import gc
+
+    if not gc.isenabled():  # the CLI's own process, which starts with it off (see __main__)
+        # A run may last minutes and allocate without bound from here. What was imported
+        # so far stays for the process's life: set aside, never scanned again.
+        gc.freeze()
+        gc.enable()
 
     return asyncio.run(_stoppable(run, verdict))
 

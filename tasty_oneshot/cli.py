@@ -147,7 +147,11 @@ def _command(commands: Any, name: str, help: str, epilog: str = PLAIN_EXIT) -> _
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with `command`, only that command's part of it.
+
+    A timer's `run` then builds none of the other commands' options (a skip is counted in
+    milliseconds); a bare `tasty-oneshot`, `--help` or an unknown command gets all of them."""
     parser = _Parser(
         prog="tasty-oneshot",
         description="Run a TastyTrade agent once per timer firing, from systemd or cron.",
@@ -156,7 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tasty-oneshot {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+    for name, add in COMMANDS.items():
+        if command is None or name == command:
+            add(commands)
+    return parser
 
+
+def _add_run(commands: Any) -> None:
     run = _command(commands, "run", "resolve exactly one run and exit", EXIT_CODES)
     _add_job_selection(run)
     run.add_argument("--env-file", metavar="FILE", help="dotenv file loaded first")
@@ -204,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--ping", metavar="URL", help="healthchecks.io-style dead-man's switch")
 
+
+def _add_generate_units(commands: Any) -> None:
     units = _command(
         commands, "generate-units", "systemd timers, crontab lines or Kubernetes CronJobs"
     )
@@ -232,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     units.add_argument("--namespace", metavar="NS", help="kubernetes: the objects' namespace")
 
+
+def _add_next(commands: Any) -> None:
     upcoming = _command(commands, "next", "preview the next fire times")
     _add_job_selection(upcoming, many=True)
     _add_schedule_flags(upcoming)
@@ -240,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     upcoming.add_argument("--json", action="store_true", help=JSON_HELP)
 
+
+def _add_history(commands: Any) -> None:
     history = _command(commands, "history", "read the run ledger")
     history.add_argument("--job", metavar="NAME", help="only this job's runs")
     history.add_argument("--status", choices=ledger_statuses(), help="only runs that ended so")
@@ -250,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     history.add_argument("--json", action="store_true", help=JSON_HELP)
 
+
+def _add_ledger(commands: Any) -> None:
     ledger = _command(commands, "ledger", "the run ledger itself")
     ledger_commands = ledger.add_subparsers(
         dest="ledger_command", parser_class=_Parser, required=True
@@ -260,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("file", metavar="FILE", help="a ledger.sqlite3")
     importing.add_argument("--config", metavar="FILE", help="the jobs file (its `ledger` key)")
 
+
+def _add_status(commands: Any) -> None:
     status = _command(
         commands, "status", "every job at a glance: last run, missed slots", STATUS_EXIT
     )
@@ -280,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 1 when a job is failing, missed a slot, or is not installed",
     )
+
+
+def _add_doctor(commands: Any) -> None:
     doctor = _command(
         commands, "doctor", "check what a timer's run of each job will meet", DOCTOR_EXIT
     )
@@ -289,7 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--config", metavar="FILE", help="the jobs file")
     doctor.add_argument("--env-file", metavar="FILE", help="the env file the units pass")
     doctor.add_argument("--json", action="store_true", help=JSON_HELP)
-    return parser
+
+
+# The commands, in the order the help lists them.
+COMMANDS: dict[str, Callable[[Any], None]] = {
+    "run": _add_run,
+    "generate-units": _add_generate_units,
+    "next": _add_next,
+    "history": _add_history,
+    "ledger": _add_ledger,
+    "status": _add_status,
+    "doctor": _add_doctor,
+}
 
 
 def ledger_statuses() -> tuple[str, ...]:
@@ -369,18 +403,19 @@ def _nyc_time(seconds: float | None) -> time.struct_time:
     return moment.timetuple()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> NoReturn:
     from tasty_oneshot import stdio
 
     stdio.guard()  # before any file is opened: a closed stdout must not become the ledger's
-    sys.exit(dispatch(argv))
+    stdio.exit_now(dispatch(argv))
 
 
 def dispatch(argv: Sequence[str] | None = None) -> int:
     setup_logging()
+    words = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        parser = build_parser(words[0] if words and words[0] in COMMANDS else None)
+        args = parser.parse_args(words)
         if args.command is None:  # a bare `tasty-oneshot`: say what it can do
             parser.print_help()
             return EXIT_USAGE
