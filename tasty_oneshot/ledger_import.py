@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import tasty_oneshot.ledger.row_checks as check
 from tasty_oneshot import paths
 from tasty_oneshot.errors import EXIT_OK, StateFault, UsageError
 from tasty_oneshot.ledger import open_ledger
-from tasty_oneshot.ledger import row_checks as check
 from tasty_oneshot.ledger.rows import utc
 
 REQUIRED = ("id", "job", "status", "started_at")  # in every version's runs table

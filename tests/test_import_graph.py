@@ -2,8 +2,8 @@
 
 Every import of a tasty_oneshot module counts, at the top of a module or inside a function
 (a lazy import still ties two modules together); only those under `if TYPE_CHECKING:` do not.
-`from tasty_oneshot.x import name` goes to the module `tasty_oneshot.x.name` when there is
-one, else to `tasty_oneshot.x`.
+`from tasty_oneshot.x import name` goes to `tasty_oneshot.x` (it runs that module, or that
+package's __init__), and to the module `tasty_oneshot.x.name` too when there is one.
 """
 
 import ast
@@ -57,9 +57,10 @@ def imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 package = name.split(".") if is_package else name.split(".")[:-1]
                 package = package[: len(package) - (node.level - 1)]
                 base = ".".join([*package, *([base] if base else [])])
-            targets = [
-                f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
-                for alias in node.names
+            # `from a.b import c` runs a.b (its __init__ for a package) even when c is a
+            # module of it: both count.
+            targets = [base] + [
+                f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules
             ]
         for target in targets:
             while target and target not in modules and target.startswith(ROOT + "."):
@@ -171,7 +172,8 @@ def test_relative_and_type_checking_imports_are_read_as_the_rules_say(tmp_path):
     graph = {name: imported(name, path, modules) for name, path in modules.items()}
     assert graph == {
         ROOT: set(),
-        f"{ROOT}.a": {f"{ROOT}.b", f"{ROOT}.sub.c"},
+        # `from . import b` runs the package too, `from .sub import c` the subpackage too
+        f"{ROOT}.a": {ROOT, f"{ROOT}.b", f"{ROOT}.sub", f"{ROOT}.sub.c"},
         f"{ROOT}.b": {f"{ROOT}.sub.c"},
         f"{ROOT}.sub": {f"{ROOT}.sub.c"},
         f"{ROOT}.sub.c": {f"{ROOT}.b"},

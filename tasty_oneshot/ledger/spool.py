@@ -22,9 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import tasty_oneshot.ledger.row_checks as check
 from tasty_oneshot import paths
 from tasty_oneshot.errors import StateFault
-from tasty_oneshot.ledger import row_checks as check
 from tasty_oneshot.ledger.rows import (
     FINISH_COLUMNS,
     Finish,
