@@ -4,6 +4,7 @@ A short invocation (a skip, a preview) skips the interpreter's teardown and runs
 cycle collector; nothing it wrote may be lost for that, and a run that starts the agent gets
 the collector back."""
 
+import argparse
 import gc
 import json
 import subprocess
@@ -47,6 +48,18 @@ def test_the_help_still_lists_every_command(ws):
     assert result.returncode == 0
     assert all(name in result.stdout for name in COMMANDS)
     assert ws.call("nonsense").returncode == 2  # an unknown command: the whole parser says so
+
+
+@pytest.mark.parametrize("columns", ["60", "200", ""])
+def test_the_help_is_sized_as_argparse_would_size_it(monkeypatch, columns):
+    """The formatter is sized without importing shutil, by asking what shutil asks ($COLUMNS,
+    then the terminal, else 80): the help comes out as argparse's own formatter makes it."""
+    monkeypatch.setenv("COLUMNS", columns)
+    run = build_parser("run")._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    ours = run.format_help()
+    run.formatter_class = argparse.RawDescriptionHelpFormatter
+    assert ours == run.format_help()
+    assert len(ours.splitlines()) > 20
 
 
 def test_a_short_process_ends_with_all_it_wrote_delivered(ws):

@@ -211,6 +211,7 @@ def test_a_skip_from_the_cached_market_day_imports_nothing_heavy(ws):
     assert "tasty_oneshot.runner" in imported, "importtime listed nothing: the check is blind"
     heavy = sorted(m for m in imported if m.split(".")[0] in HEAVY)
     assert heavy == [], f"a skip imported {heavy}"
+    assert "shutil" not in imported, "argparse's own formatter is back: it imports shutil, lzma"
     assert [r["status"] for r in ws.history()] == ["skipped", "skipped"]
 
 
