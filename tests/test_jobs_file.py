@@ -88,6 +88,13 @@ BAD_JOBS = {
         ["timeout"],
         "",
     ),
+    "wrong value: max_delay zero": (
+        # 0 s late would be stale already: no slot could ever run
+        "jobs:\n  check:\n    instructions: Check\n    max_delay: 0\n",
+        "check",
+        ["max_delay"],
+        "from 1 to",
+    ),
     "wrong value: trading": (
         "jobs:\n  check:\n    instructions: Check\n    trading: yolo\n",
         "check",
@@ -316,6 +323,7 @@ def test_cron_with_a_period_flag_is_a_usage_error(ws):
         (["--period", "abc"], "--period"),
         (["--cron", "0 10 * *"], "cron"),
         (["--max-delay", "-1"], "--max-delay"),
+        (["--max-delay", "0"], "--max-delay"),
     ],
 )
 def test_a_bad_schedule_flag_is_a_usage_error(ws, flags, named):
@@ -413,6 +421,29 @@ def test_the_overridden_model_and_trading_mode_are_what_the_agent_runs_with(ws):
     called = {c["tool"] for c in ws.calls()}
     assert "account_overview" in called
     assert not called & {"place_order", "replace_order", "cancel_order"}
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        '    schedule: "9:30am"\n    daily: true\n',  # merged: two periods, refused
+        '    schedule: "9:30am"\n',  # merged: hourly at :30, silently
+        '    cron: "0 10 * * 1-5"\n',  # merged: cron with a period, refused
+    ],
+    ids=["time-and-daily", "time", "cron"],
+)
+def test_a_schedule_on_the_command_line_replaces_the_jobs_schedule_as_a_whole(ws, own):
+    jobs_file(ws, "jobs:\n  check:\n    instructions: Check\n" + own)
+
+    def next_hours(*args: str) -> str:
+        result = ws.call("next", *args, "--hourly", "--count", "3", at="2026-11-30 18:00:00")
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    shown = next_hours("--job", "check")  # Monday 1pm NYC
+    assert shown.startswith("check: hourly NYC, from midnight\n"), shown
+    assert shown.replace("check:", "preview:", 1) == next_hours()  # as the flag alone says
+    assert re.findall(r"2026-11-30 (\d\d:\d\d):00-05:00", shown) == ["14:00", "15:00", "16:00"]
 
 
 NO_MODEL = 'jobs:\n  probe:\n    instructions: Probe\n    schedule: "9:30am"\n'

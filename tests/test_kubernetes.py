@@ -222,6 +222,37 @@ def test_names_fit_kubernetes_and_say_the_job(cron_jobs):
     assert second == first + "-2"
 
 
+def test_a_cron_job_name_of_52_characters_is_kept_and_one_of_53_is_cut(ws):
+    # `tasty-oneshot-` is 14 characters: a 38-character job name makes 52, the most a
+    # CronJob's name may have; 39 make 53. With two lines, "-2" counts as well.
+    names = {"one-52": "a" * 38, "one-53": "b" * 39, "two-52": "c" * 36, "two-53": "d" * 37}
+    ws.write(
+        "jobs.yaml",
+        "jobs:\n"
+        + "".join(
+            f"  {name}:\n    instructions: Check\n"
+            + ("    period: 5400\n" if kind.startswith("two") else "    hourly: true\n")
+            for kind, name in names.items()
+        ),
+    )
+    result = generate(ws, "--all", "--config", "jobs.yaml", "--image", IMAGE)
+    assert result.returncode == 0, result.stderr
+    made: dict[str, list[str]] = {}
+    for doc in documents(result.stdout)[1:]:
+        made.setdefault(job_of(doc), []).append(doc["metadata"]["name"])
+    assert made[names["one-52"]] == ["tasty-oneshot-" + "a" * 38]
+    assert made[names["two-52"]] == [
+        "tasty-oneshot-" + "c" * 36,
+        "tasty-oneshot-" + "c" * 36 + "-2",
+    ]
+    for kind in ("one-53", "two-53"):
+        cut = made[names[kind]]
+        assert all(len(name) <= 52 and NAME.match(name) for name in cut), cut
+        assert re.fullmatch(r"tasty-oneshot-[a-z]+-[0-9a-f]{8}", cut[0]), cut
+    assert made[names["two-53"]][1] == made[names["two-53"]][0] + "-2"
+    assert len(made[names["one-53"]][0]) == 52  # cut to the most there is room for
+
+
 def test_pods_run_as_non_root_on_a_read_only_root_with_every_capability_dropped(manifests):
     for cron_job in manifests[1:]:
         spec = pod(cron_job)
