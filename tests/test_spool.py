@@ -278,3 +278,168 @@ def test_a_long_non_ascii_output_is_cut_to_fit_and_written_in(ws):
     assert row["status"] == "ok" and row["output"].startswith("é" * 1000)
     assert row["output"].endswith("[... cut: the ledger was unavailable]")
     assert not kept.exists() and not (ws.state / "spool" / "damaged").exists()
+
+
+def test_a_reservation_that_fails_ends_the_run_before_the_agent_and_gives_the_slot_back(ws):
+    """No room for the outcome (a file-size limit: posix_fallocate fails as on a full disk):
+    exit 1 with one line naming the spool and the fix, before the MCP server or the agent
+    starts; no reservation is left behind and the slot is not used up. The real CLI, in a
+    process of its own: the limit is its own."""
+    import resource
+
+    from tasty_oneshot.ledger.spool import RESERVE
+
+    jobs_file(ws, extra='    schedule: "9:30am"\n    daily: true\n')
+    assert ws.call("history").returncode == 0  # the ledger made (its WAL goes on close)
+    limit = RESERVE - 1  # room for the ledger's few writes, not for the reservation
+
+    def small_files() -> None:  # Python ignores SIGXFSZ: a write past it fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    at = "2026-11-30 14:31:00"  # 09:31 NYC, a minute after the slot
+    args = ("run", "--job", "check", "--scheduled", "--ignore-market-hours")
+    refused = ws.cli(*args, at=at, preexec_fn=small_files)
+    assert refused.returncode == 1, refused.stderr
+    assert " - WARNING - " not in refused.stderr  # the slot's claim was given back
+    [line] = [line for line in refused.stderr.splitlines() if " - ERROR - " in line]
+    spool = ws.state / "spool"
+    assert f"{spool}: cannot reserve 256 KiB" in line, line
+    assert "free space on its disk" in line and "Traceback" not in line
+    assert ws.server_starts() == [] and refused.stdout == ""
+    assert list(spool.iterdir()) == []  # the failed reservation is not left behind
+    # The slot is still free: the same firing, with room, runs the agent.
+    again = ws.cli(*args, at=at)
+    assert again.returncode == 0, again.stderr
+    assert len(ws.server_starts()) == 1
+    assert ws.history()[0]["status"] == "ok"
+
+
+# --- what is kept, and what is left alone ------------------------------------------------------
+
+PASSWORD = "hunter2-0815-xyz"  # the password of an alert URL: a secret once the URL is known
+
+
+def test_no_kept_file_holds_a_secret_and_the_ledger_gets_the_masked_text(ws, monkeypatch):
+    """An outcome kept for the next run (its output and reason) and a row kept before the
+    ledger was reached (its reason) are masked when kept, not only when written in."""
+    from tasty_oneshot import secrets
+    from tasty_oneshot.ledger.spool import keep_row
+
+    monkeypatch.setattr(secrets, "_values", set())
+    secrets.register_urls((f"json://alerts:{PASSWORD}@alerts.example.org/hook",))
+    ws.state.mkdir(mode=0o700)
+    ledger = SqliteLedger(ws.state)
+    start, run_id = claimed_run(ledger)
+    finish = FINISH._replace(
+        status="failed",
+        reason=f"error: json://alerts:{PASSWORD}@alerts.example.org refused",
+        exit_code=1,
+        output=f"the alert password is {PASSWORD}",
+    )
+    Reservation(ws.state).keep(ledger.where, run_id, finish, start)
+    skipped = RunStart("check", AT, None, "test", "read-only", False, 7, "host-a")
+    keep_row(ws.state, ledger.where, skipped, "skipped", f"not today, {PASSWORD}", AT, 0)
+    ledger.close()
+    files = [path for path in ws.state.rglob("*") if path.is_file()]
+    assert len(kept_files(ws)) == 2
+    for path in files:
+        assert PASSWORD.encode() not in path.read_bytes(), path
+    for path in kept_files(ws):
+        assert path.read_text().count(secrets.MASK) == (2 if path.name[0].isdigit() else 1)
+    rows = ws.history()
+    assert not kept_files(ws)
+    assert {(row["status"], row["reason"], row["output"]) for row in rows} == {
+        ("failed", "error: json://alerts:***@alerts.example.org refused",
+         "the alert password is ***"),
+        ("skipped", "not today, ***", None),
+    }  # fmt: skip
+
+
+def test_outcomes_kept_for_another_ledger_are_left_for_it(ws):
+    """The configuration changed (another ledger file, or PostgreSQL): what was kept for the
+    other ledger stays in the spool, untouched and unnamed, and is not written into this one."""
+    from tasty_oneshot.ledger.spool import keep_row
+
+    ws.state.mkdir(mode=0o700)
+    other = "postgresql://tasty@db.example.org/tasty"
+    start = RunStart("check", AT, SLOT, "test", "read-only", True, 7, "host-a")
+    outcome = Reservation(ws.state).keep(other, 12, FINISH, start)
+    row = keep_row(ws.state, other, start._replace(pid=8), "skipped", "stale", AT, 0)
+    before = {path: path.read_bytes() for path in (outcome, row)}
+    result = ws.call("history", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout) == [], result.stderr
+    assert [line for line in result.stderr.splitlines() if "no runs in" not in line] == []
+    assert {path: path.read_bytes() for path in kept_files(ws)} == before
+    assert not (ws.state / "spool" / "damaged").exists()
+
+
+def test_a_dead_runs_reservation_is_removed_and_a_live_ones_kept(ws):
+    """A run killed after it reserved space leaves `.reserved-PID-...` behind: the next
+    invocation removes it once that process is gone; a running one's reservation stays."""
+    ws.state.mkdir(mode=0o700)
+    live = Reservation(ws.state)  # this process's: alive
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    dead = live.path.with_name(f".reserved-{gone.pid}-0badf00d")
+    dead.write_bytes(b"\0" * 4096)
+    dead.chmod(0o600)
+    try:
+        assert ws.call("history", "--json").returncode == 0
+        assert not dead.exists()
+        assert live.path.exists()
+    finally:
+        live.discard()
+
+
+def test_an_output_cut_to_fit_keeps_its_beginning(ws):
+    """An output too long for the reserved space keeps its first part and says it was cut."""
+    from tasty_oneshot.ledger.spool import RESERVE
+
+    ws.state.mkdir(mode=0o700)
+    ledger = SqliteLedger(ws.state)
+    start, run_id = claimed_run(ledger)
+    output = "HEAD of the answer\n" + "x" * (RESERVE * 2) + "\nTAIL of the answer"
+    kept = Reservation(ws.state).keep(ledger.where, run_id, FINISH._replace(output=output), start)
+    ledger.close()
+    assert kept.stat().st_size <= RESERVE
+    [row] = ws.history()
+    assert row["output"].startswith("HEAD of the answer\nxxx"), row["output"][:40]
+    assert row["output"].endswith("x\n[... cut: the ledger was unavailable]")
+    assert "TAIL" not in row["output"] and len(row["output"]) > RESERVE // 4
+
+
+def test_unreadable_spool_entries_are_set_aside_named_once_and_never_followed(ws, tmp_path):
+    """A link, a FIFO, a directory or another user's file where a kept outcome belongs is
+    not read (a link's target stays as it was and is not written in): each is set aside,
+    named once in a warning, and the run goes ahead."""
+    jobs_file(ws)
+    ws.state.mkdir(mode=0o700)
+    spool = ws.state / "spool"
+    spool.mkdir(mode=0o700)
+    planted = tmp_path / "planted.json"
+    planted.write_bytes(outcome(ws))
+    (spool / "5.json").symlink_to(planted)
+    os.mkfifo(spool / "6.json", 0o600)
+    (spool / "7.json").mkdir(mode=0o700)
+    (spool / "8.json").write_bytes(outcome(ws))
+    (spool / "8.json").chmod(0o600)
+    os.chown(spool / "8.json", 65534, 65534)  # nobody's (the tests run as root)
+    kinds = {
+        "5.json": "symbolic link",
+        "6.json": "FIFO",
+        "7.json": "directory",
+        "8.json": "belongs to uid 65534",
+    }
+    result = ws.call(*RUN)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    for name, kind in kinds.items():
+        [warning] = [line for line in result.stderr.splitlines() if f"/{name}:" in line]
+        assert " - WARNING - " in warning and "set aside" in warning, warning
+        assert kind in warning, warning
+        assert not os.path.lexists(spool / name) and os.path.lexists(spool / "damaged" / name)
+    assert planted.read_bytes() == outcome(ws)
+    [row] = ws.history()  # the run's own: nothing was written in from the entries
+    assert row["status"] == "ok" and row["host"] != "h", row
+    later = ws.call("history", "--json")
+    assert later.returncode == 0 and "set aside" not in later.stderr, later.stderr

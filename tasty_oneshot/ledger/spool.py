@@ -9,8 +9,9 @@ kept: no file in the state directory holds a secret.
 
 A kept outcome leaves the spool only once the ledger holds it: when its `running` row is
 gone (the ledger was moved aside), the whole row is written in from what the file carries.
-A file that cannot be read as an outcome (damaged) is set aside in STATE/spool/damaged and
-named once in a warning; it never stops a command.
+A file that cannot be read as an outcome (damaged, unreadable, or no regular file of ours:
+a link is never followed) is set aside in STATE/spool/damaged and named once in a warning;
+it never stops a command.
 """
 
 import hashlib
@@ -243,7 +244,14 @@ def set_aside(path: Path, why: str) -> None:
 
 def _read(path: Path) -> Kept:
     """A kept file, every value checked; Damaged says what is wrong with it."""
-    data = paths.read_private(path, RESERVE)
+    try:
+        data = paths.read_private(path, RESERVE)
+    except paths.Untrusted as exc:  # a link, a FIFO, another user's file: never followed
+        raise Damaged(str(exc).removeprefix(f"{path}: ").partition("; refusing")[0]) from None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # unreadable: its permissions, an I/O error
+        raise Damaged(f"cannot be read ({exc.strerror or exc})") from None
     if data is None:
         if not path.exists():
             raise FileNotFoundError(path)
