@@ -119,3 +119,31 @@ def test_history_reads_an_imported_ledger_back_in_full(ws, source):
     result = ws.call("history", "--json")
     assert result.returncode == 0, result.stderr
     assert {row["id"] for row in json.loads(result.stdout)} == {1, 2, 3}
+
+
+def test_a_slot_both_ledgers_ran_is_imported_as_a_run_that_claims_nothing(ws, source):
+    """This host ran the 9:30 slot too: the other host's run of it is copied (history and
+    the totals count both runs), the slot stays claimed by this ledger's row, and a second
+    import copies nothing."""
+    ws.state.mkdir(mode=0o700)
+    here = SqliteLedger(ws.state)
+    run_id = here.claim(RunStart("check", AT, SLOT, "test", "read-only", True, 7, "host-a"))
+    assert run_id is not None
+    assert here.finish(run_id, Finish("ok", "done", AT, 0, "here", Usage(1, 1, 1, 1), 0.25))
+    here.close()
+    first, again = imported(ws, source), imported(ws, source)
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert first.stdout.startswith("3 of 3 rows copied") and again.stdout.startswith("0 of 3")
+    ran = [row for row in ws.history() if row["status"] == "ok"]
+    assert sorted((row["host"], row["output"]) for row in ran) == [
+        ("host-a", "here"), ("host-b", "all calm"),
+    ]  # fmt: skip
+    [mine] = [row for row in ran if row["host"] == "host-a"]
+    assert mine["slot"] == SLOT.isoformat()
+    ledger = SqliteLedger(ws.state)
+    try:
+        assert ledger.slot_used("check", SLOT)
+        [totals] = ledger.totals("check", None)
+        assert totals["agent_runs"] == 2 and totals["cost"] == 0.75, totals
+    finally:
+        ledger.close()

@@ -206,6 +206,12 @@ class SqliteLedger:
 
     def import_rows(self, rows: list[dict[str, Any]]) -> int:
         """Rows of another ledger, each once (keyed by `source`); how many were new."""
+        # Hosts that each had a ledger may both have run a slot: the second copy of the claim
+        # is kept as a run (in history and the totals) but no longer claims the slot.
+        claimed = (
+            "SELECT 1 FROM runs WHERE job=? AND slot=? AND agent_started=1 AND source IS NOT ?"
+            " LIMIT 1"
+        )
 
         def write() -> int:
             added = 0
@@ -213,6 +219,10 @@ class SqliteLedger:
                 self.db.execute("BEGIN")
                 for row in rows:
                     given = {c: row[c] for c in COLUMNS if row.get(c) is not None}
+                    if given.get("agent_started") and given.get("slot"):
+                        key = (given["job"], given["slot"], given.get("source"))
+                        if self.db.execute(claimed, key).fetchone() is not None:
+                            given = {**given, "slot": None, "slot_utc": None}
                     names, marks = ", ".join(given), ", ".join("?" for _ in given)
                     sql = f"INSERT OR IGNORE INTO runs ({names}) VALUES ({marks})"
                     added += self.db.execute(sql, list(given.values())).rowcount
