@@ -191,6 +191,28 @@ def test_a_slot_guard_skip_pings_nothing(ws, receiver):
     assert rx.posts == []
 
 
+def test_the_exit_pings_body_is_the_masked_outputs_last_10_kb(ws, receiver, stub):
+    """A long answer holding a TastyTrade secret: the exit ping carries its tail, masked,
+    at most 10 kB (the model answers through tests/openai_stub.py)."""
+    rx = receiver()
+    secret = "tt-client-secret-0815-in-the-answer"
+    ws.env["TASTYTRADE_CLIENT_SECRET"] = secret
+    ws.write(
+        "tasty-oneshot.yaml",
+        "model: openai-chat:stub\n" + ws.fake_mcp_yaml()
+        + f"ping: http://127.0.0.1:{rx.port}/p\njobs:\n  check:\n    instructions: Check\n",
+    )  # fmt: skip
+    answer = "HEAD-MARK " + "x" * 6000 + f" {secret} " + "y" * 6000 + " TAIL-MARK"
+    stub.mode("answer", answer)
+    result = ws.call("run", "--job", "check", "--ignore-market-hours")
+    assert result.returncode == 0, result.stderr
+    assert [p.split("?")[0] for p in pinged(rx)] == ["/p/start", "/p/0"]
+    body = rx.posts[1]["body"]
+    assert secret not in body and len(body.encode()) <= 10_000
+    assert body == answer.replace(secret, "***")[-10_000:]
+    assert body.endswith("y TAIL-MARK") and "HEAD-MARK" not in body
+
+
 def test_a_ping_to_a_server_that_never_answers_gives_up_and_changes_nothing(ws, receiver):
     rx = receiver(hang=True)
     jobs_file(ws, f"ping: http://127.0.0.1:{rx.port}/p\n")

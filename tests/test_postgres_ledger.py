@@ -165,6 +165,39 @@ def test_a_slot_fired_eight_times_on_four_hosts_at_once_runs_once(ws, pg):
         assert Counter(row["host"] for row in rows) == {h.name: 2 for h in four}
 
 
+def test_a_straggler_firing_after_another_host_ran_the_slot_is_already_done(ws, pg):
+    """Host B's timer fires the slot minutes late, after host A's run of it has ended: the
+    slot stays used for good (not only while A runs), so B records `already done`, exits 0
+    and starts no agent. Each host is a state directory of its own, in this process."""
+    jobs_file(ws, job=DAILY_930)
+    a, b = hosts(ws, "host-a", "host-b")
+    first = call_cli(SCHEDULED, cwd=ws.root, env=a.env, at=OPEN_MONDAY)
+    assert first.returncode == 0 and first.stdout, first.stderr
+    assert len(ws.server_starts()) == 1
+    late = call_cli(SCHEDULED, cwd=ws.root, env=b.env, at="2026-11-30 14:34:00")  # 09:34
+    assert late.returncode == 0, late.stderr
+    assert late.stdout == "" and len(ws.server_starts()) == 1
+    skipped, ran = b.history()
+    assert ran["status"] == "ok" and ran["slot"] == "2026-11-30T09:30:00-05:00", ran
+    assert skipped["status"] == "skipped", skipped
+    assert skipped["reason"] == "slot 2026-11-30T09:30:00-05:00 already done"
+
+
+def test_the_environments_ledger_wins_over_the_jobs_files(ws, pg):
+    """$TASTY_ONESHOT_LEDGER and the jobs file's `ledger` both set: the environment's is the
+    ledger (the jobs file's names a port nobody listens on)."""
+    nowhere = f"postgresql://u@127.0.0.1:{closed_port()}/nowhere"
+    ws.write(
+        "tasty-oneshot.yaml",
+        f"ledger: {nowhere}\nmodel: test\n" + ws.fake_mcp_yaml()
+        + "jobs:\n  check:\n    instructions: Check my positions\n",
+    )  # fmt: skip
+    result = ws.call(*RUN)
+    assert result.returncode == 0, result.stderr
+    assert query(pg, "SELECT job, status FROM tasty_oneshot_runs") == [("check", "ok")]
+    assert not (ws.state / "ledger.sqlite3").exists()
+
+
 def test_the_job_lock_holds_across_hosts(ws, pg):
     jobs_file(ws, "--hang", "account_overview")
     a, b = hosts(ws, "host-a", "host-b")
