@@ -153,3 +153,49 @@ def test_a_file_of_ours_that_others_could_read_is_made_private(job):
     ledger.chmod(0o644)  # as an older version left it
     assert job.call("run", "--job", "check", at=THANKSGIVING).returncode == 0
     assert stat.S_IMODE(ledger.stat().st_mode) == 0o600
+
+
+# --- group-writable is refused like world-writable; the state directory may be a link -----------
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o720], ids=["0770", "0720"])
+def test_a_state_directory_its_group_can_write_is_refused(job, mode):
+    job.state.chmod(mode)
+    line = refused(job.call("run", "--job", "check", at=THANKSGIVING), job.state, "chmod 700")
+    assert f"writable by group or others (mode {mode:04o})" in line
+    assert list(job.state.iterdir()) == []
+
+
+def test_a_directory_inside_its_group_can_write_is_refused(job):
+    (job.state / "locks").mkdir(mode=0o700)
+    (job.state / "locks").chmod(0o770)
+    result = job.call("run", "--job", "check", "--ignore-market-hours")
+    refused(result, job.state / "locks", "chmod 700")
+    assert job.server_starts() == []
+
+
+@pytest.mark.parametrize("mode", [0o660, 0o620], ids=["0660", "0620"])
+def test_a_file_its_group_can_write_is_refused_not_made_private(job, mode):
+    # Readable by others is ours from an older version (made 0600); writable by the group is
+    # someone else's chance to have changed it: refused, and left as it is.
+    assert job.call("run", "--job", "check", at=THANKSGIVING).returncode == 0
+    ledger = job.state / "ledger.sqlite3"
+    ledger.chmod(mode)
+    line = refused(job.call("run", "--job", "check", at=THANKSGIVING), ledger, "chmod 600")
+    assert f"(mode {mode:04o})" in line
+    assert stat.S_IMODE(ledger.stat().st_mode) == mode
+
+
+def test_a_state_directory_that_is_a_link_to_one_of_ours_is_used(job, tmp_path):
+    # A choice of disk (docs/state.md): the link is followed, what it points to is checked.
+    disk = tmp_path / "disk" / "tasty-oneshot"
+    disk.parent.mkdir()
+    job.state.rename(disk)
+    job.state.symlink_to(disk)
+    result = job.call("run", "--job", "check", at=THANKSGIVING)
+    assert result.returncode == 0, result.stderr
+    assert (disk / "ledger.sqlite3").is_file()
+    [row] = job.history()
+    assert row["status"] == "skipped"
+    disk.chmod(0o770)  # what it points to is checked like the state directory itself
+    refused(job.call("run", "--job", "check", at=THANKSGIVING), job.state, "chmod 700")
