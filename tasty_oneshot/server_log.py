@@ -27,6 +27,7 @@ JOIN_TIMEOUT = 2.0  # seconds to wait for the last lines once the run is over
 TAIL_LINES = 400  # lines of the run's server output kept in memory
 SAID_LIMIT = 400  # characters of what the server said last, in a run's reason
 SYNC = "\0tasty-oneshot: the log has caught up"  # written into the pipe by `sync`
+CUT = b"\n[... the rest of this run's server output is not kept]\n"
 
 
 class ServerLog:
@@ -58,8 +59,14 @@ class ServerLog:
         header = f"=== {job}: {run}, {now_nyc():%Y-%m-%d %H:%M:%S %Z} ===\n"
         log_fd = self._open_trimmed()
         os.write(log_fd, header.encode())
+        # The run's share of the log, RUN_LIMIT bytes: its header, its lines, the note that
+        # cuts them.
+        budget = RUN_LIMIT - len(header.encode()) - len(CUT)
         self._thread = threading.Thread(
-            target=self._copy_masked, args=(self._read_fd, log_fd), name="mcp-log", daemon=True
+            target=self._copy_masked,
+            args=(self._read_fd, log_fd, budget),
+            name="mcp-log",
+            daemon=True,
         )
         self._thread.start()
 
@@ -103,9 +110,8 @@ class ServerLog:
             os.write(fd, b"[... older runs cut]\n" + keep)
         return fd
 
-    def _copy_masked(self, read_fd: int, log_fd: int) -> None:
+    def _copy_masked(self, read_fd: int, log_fd: int, budget: int) -> None:
         """Pipe to log, a line at a time, masked, until the pipe closes or the budget is spent."""
-        budget = RUN_LIMIT
         pending = b""
         try:
             with os.fdopen(read_fd, "rb", buffering=0) as pipe:
@@ -141,7 +147,7 @@ def _write_data(log_fd: int, data: bytes, budget: int) -> int:
     if budget <= 0:
         return budget
     if len(data) > budget:
-        data = data[:budget] + b"\n[... the rest of this run's server output is not kept]\n"
+        data = data[:budget] + CUT
     os.write(log_fd, data)
     return budget - len(data)
 

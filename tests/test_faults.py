@@ -164,6 +164,54 @@ def test_a_log_that_grew_too_large_is_cut_to_its_newest_part(ws):
     assert "=== check: run 1," in text
 
 
+def log_a_run(log_path: Path, lines: int) -> bytes:
+    """One run's server log as a run keeps it: the server writes `lines` lines of 100 bytes to
+    its stderr pipe; the log's own thread copies them. The run's part of the log."""
+    from tasty_oneshot.server_log import ServerLog
+
+    log = ServerLog(log_path)
+    stderr = log.stderr()
+    log.begin(7)
+    for number in range(lines):
+        stderr.write(f"{number:09d} " + "y" * 89 + "\n")
+    log.close()
+    assert log._thread is not None
+    log._thread.join(60)  # all copied (close waits only a bounded time)
+    assert not log._thread.is_alive()
+    text = log_path.read_bytes()
+    return text[text.rindex(b"=== check: run 7,") :]
+
+
+@pytest.mark.parametrize("over", [0, 1], ids=["at-the-bound", "over-it"])
+def test_a_log_never_grows_past_its_limit_with_a_runs_whole_share(tmp_path, over):
+    from tasty_oneshot.server_log import LOG_LIMIT, RUN_LIMIT
+
+    # Older runs fill all but a run's share (plus `over` bytes); this run writes twice its share.
+    log_path = tmp_path / "check.mcp.log"
+    old = b"old line\n" * ((LOG_LIMIT - RUN_LIMIT) // 9) + b"\n" * ((LOG_LIMIT - RUN_LIMIT) % 9)
+    log_path.write_bytes(old + b"\n" * over)
+    log_path.chmod(0o600)
+    run = log_a_run(log_path, 2 * RUN_LIMIT // 100)
+    assert log_path.stat().st_size <= LOG_LIMIT
+    assert len(run) <= RUN_LIMIT
+    kept = log_path.read_bytes()
+    if over:
+        assert kept.startswith(b"[... older runs cut]\nold line\n")
+    else:  # the older runs are kept whole while they fit
+        assert kept.startswith(old)
+
+
+def test_a_runs_share_of_the_log_is_cut_once_and_nothing_follows(tmp_path):
+    from tasty_oneshot.server_log import RUN_LIMIT
+
+    run = log_a_run(tmp_path / "check.mcp.log", 3 * RUN_LIMIT // 100)
+    assert RUN_LIMIT - 200 < len(run) <= RUN_LIMIT
+    assert run.count(b"not kept") == 1
+    assert run.endswith(b"\n[... the rest of this run's server output is not kept]\n")
+    lines = run.splitlines()[1:-1]  # after the header, before the note: the first lines, in order
+    assert [int(line[:9]) for line in lines[:-1]] == list(range(len(lines) - 1))
+
+
 @pytest.mark.parametrize("kind", ["binary", "text"])
 def test_a_server_that_breaks_the_protocol_fails_at_once(ws, kind):
     # Without the check, binary bytes left a request waiting until the timeout; text was
