@@ -2,6 +2,7 @@
 
     python fake_tasty_agent.py RECORD_FILE [--hang TOOL] [--wait-for FILE] [--crash]
         [--print-env] [--bad-stdout binary|text] [--ignore-sigterm] [--extra-tools]
+        [--blank-lines] [--big-results BYTES]
 
 Each line of RECORD_FILE is JSON: first {"event": "start", "pid", "ppid", "env"} (the names of the
 environment variables it was given), then {"event": "call", "tool", "args"} per tool call.
@@ -12,8 +13,11 @@ environment to stderr (a careless server: its log must not keep the secrets); --
 writes, at each tool call, bytes that are not JSON-RPC to stdout (a broken protocol): `binary`
 is not even UTF-8, `text` is a line of text;
 --ignore-sigterm makes it ignore SIGTERM (it must be killed); --extra-tools adds two tools
-tasty-agent lacks; --weigh-like-tasty-agent imports the real tasty-agent first, so that it
-takes the real one's time and memory to start (for benchmarks).
+tasty-agent lacks; --blank-lines writes blank lines to stdout at each tool call (between
+messages, which a reader must pass over); --big-results BYTES makes account_overview's result
+about that many bytes (a JSON-RPC line longer than asyncio's default limit of 64 KiB);
+--weigh-like-tasty-agent imports the real tasty-agent first, so that it takes the real one's
+time and memory to start (for benchmarks).
 """
 
 import argparse
@@ -37,6 +41,8 @@ parser.add_argument("--bad-stdout", choices=("binary", "text"))
 parser.add_argument("--ignore-sigterm", action="store_true")
 parser.add_argument("--extra-tools", action="store_true", help="add tools tasty-agent lacks")
 parser.add_argument("--weigh-like-tasty-agent", action="store_true")
+parser.add_argument("--blank-lines", action="store_true")
+parser.add_argument("--big-results", type=int, default=0)
 options = parser.parse_args()
 
 if options.crash:
@@ -74,6 +80,9 @@ def called(tool: str, **args: Any) -> str:
         garbage = {"binary": b"\x00\xff\xfe\x89PNG\r\n\x1a\n", "text": b"hello from the server\n"}
         sys.stdout.buffer.write(garbage[options.bad_stdout])
         sys.stdout.buffer.flush()
+    if options.blank_lines:
+        sys.stdout.buffer.write(b"\n\r\n \t\n")
+        sys.stdout.buffer.flush()
     if options.wait_for:
         while not os.path.exists(options.wait_for):
             time.sleep(0.05)
@@ -86,7 +95,10 @@ def called(tool: str, **args: Any) -> str:
 @app.tool()
 def account_overview(include: list[Literal["balances", "positions"]] | None = None) -> str:
     """Balances and positions."""
-    return called("account_overview", include=include)
+    result = called("account_overview", include=include)
+    if options.big_results:  # "<account_overview>ok...</account_overview>", padded by digits
+        return result.replace("ok", "ok" + "0123456789" * (options.big_results // 10), 1)
+    return result
 
 
 @app.tool()

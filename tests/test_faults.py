@@ -227,6 +227,19 @@ def test_a_server_that_breaks_the_protocol_fails_at_once(ws, kind):
         assert_gone(start["pid"])
 
 
+def test_a_result_over_64_kib_and_blank_lines_between_messages_are_no_broken_protocol(ws):
+    # asyncio reads lines of at most 64 KiB unless told otherwise; the transport reads them up
+    # to LINE_LIMIT (64 MiB), and passes over a blank line between messages.
+    jobs_file(ws, "--big-results", "300000", "--blank-lines")
+    result = ws.call(*RUN)
+    assert result.returncode == 0, result.stderr
+    [row] = ws.history()
+    assert row["status"] == "ok", row["reason"]
+    assert len(ws.calls()) > 1  # blank lines after each call, the next call still answered
+    big = "ok" + "0123456789" * 30_000  # account_overview's result, whole, in the output
+    assert big in result.stdout
+
+
 def test_a_server_that_ignores_sigterm_is_killed_when_the_run_ends(ws):
     jobs_file(ws, "--ignore-sigterm", "--hang", "account_overview")
     result = ws.call(*RUN, "--timeout", "6")
