@@ -198,7 +198,7 @@ def missed_slots(
     sessions: dict[date, MarketDay] = {}
     missed = []
     for fire in schedule.fire_times(start - timedelta(seconds=1)):
-        if fire.astimezone(UTC) > ended.astimezone(UTC):
+        if fire.astimezone(UTC) >= ended.astimezone(UTC):  # a run may still take it (<=)
             break
         if utc(fire) in facts.used_slots:
             continue
@@ -219,8 +219,8 @@ def runs_job(crontab: str, job: str) -> bool:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        try:
-            words = shlex.split(line)
+        try:  # `0 15 * * * # tasty-oneshot run ...`: the shell runs nothing of it
+            words = shlex.split(line, comments=True)
         except ValueError:  # an unbalanced quote (cron does not care)
             words = line.split()
         if "run" not in words:
@@ -260,7 +260,7 @@ def _systemd_timers(scope: str) -> dict[str, Timer] | None:
     """The tasty-oneshot timers systemctl lists in its scope (it reads the unit files, no
     running manager needed), each with its unit file's modification time."""
     command = ["systemctl", scope, "list-unit-files", "tasty-oneshot-*.timer", "--no-legend"]
-    output = _ask(command)
+    output = _ask(command, none_found_is_silent=True)
     if output is None:
         return None
     timers = {}
@@ -316,14 +316,19 @@ def _crontab_installed_at() -> datetime | None:
     return None
 
 
-def _ask(command: list[str]) -> str | None:
+def _ask(command: list[str], none_found_is_silent: bool = False) -> str | None:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=3, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     if result.returncode != 0:
-        # `crontab -l` with no crontab: nothing installed there, which is an answer.
-        return "" if "no crontab" in result.stderr.lower() else None
+        # `crontab -l` with no crontab, and `systemctl list-unit-files PATTERN` matching no
+        # unit file (since systemd 246: exit 1, not a word): nothing installed there, which
+        # is an answer.
+        silent = result.returncode == 1 and not (result.stdout + result.stderr).strip()
+        if "no crontab" in result.stderr.lower() or (none_found_is_silent and silent):
+            return ""
+        return None
     return result.stdout
 
 

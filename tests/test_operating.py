@@ -123,7 +123,12 @@ def test_status_with_no_timer_and_no_runs_is_not_installed_and_the_table_has_a_l
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["job", "state", "timer"]
-    assert [line.split()[0] for line in lines[1:]] == ["by-hand", "check", "idle", "late"]
+    assert [line.split()[:3] for line in lines[1:]] == [
+        ["by-hand", "never-run", "absent"],
+        ["check", "not-installed", "absent"],
+        ["idle", "not-installed", "absent"],
+        ["late", "not-installed", "absent"],
+    ]
 
 
 def test_status_shows_a_failing_job_and_counts_its_failures_in_a_row(ws):

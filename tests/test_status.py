@@ -218,8 +218,24 @@ def test_a_slot_inside_its_window_is_not_missed_until_max_delay_passed(host):
     code, jobs = host.status("2026-12-01 15:04:59", "check")  # 10:04:59: within max_delay 300
     assert jobs["check"]["missed"] == [] and jobs["check"]["state"] == "never-run"
     assert code == 0
+    code, jobs = host.status("2026-12-01 15:05:00", "check")  # 10:05:00: a run may still go
+    assert jobs["check"]["missed"] == [] and code == 0
     code, jobs = host.status("2026-12-01 15:05:01", "check")
     assert jobs["check"]["missed"] == [nyc("2026-12-01")] and code == 1
+
+
+def test_a_jobs_own_max_delay_is_its_window_not_the_default(host):
+    (host.root / "tasty-oneshot.yaml").write_text(
+        JOBS + '  slow:\n    instructions: Late is fine\n    schedule: "10:00am"\n'
+        "    daily: true\n    max_delay: 3600\n"
+    )
+    host.unit("slow", "enabled", written="2026-12-01 14:00:00")  # 9:00, before 10:00
+    code, jobs = host.status("2026-12-01 15:30:00", "slow")  # 10:30: inside its hour
+    assert jobs["slow"]["missed"] == [] and jobs["slow"]["state"] == "never-run" and code == 0
+    code, jobs = host.status("2026-12-01 16:00:00", "slow")  # 11:00: its last instant
+    assert jobs["slow"]["missed"] == [] and code == 0
+    code, jobs = host.status("2026-12-01 16:00:01", "slow")
+    assert jobs["slow"]["missed"] == [nyc("2026-12-01")] and code == 1
 
 
 # --- crontab -----------------------------------------------------------------------------------
@@ -235,7 +251,10 @@ def test_a_crontab_line_is_an_enabled_timer_counted_from_the_crontabs_time(host)
 
 def test_a_commented_out_or_other_commands_crontab_line_is_no_timer(host):
     host.crontab(
-        f"#{CRON_LINE}\n  # {CRON_LINE}\n"
+        f"#{CRON_LINE}\n  # {CRON_LINE}\n\t# {CRON_LINE}\n"
+        # Commented out after the time fields: cron hands sh a comment, which runs nothing.
+        f"{CRON_LINE.replace('/opt', '# /opt')}\n"
+        f"{CRON_LINE.replace('/opt', 'true # /opt')}\n"
         "*/30 * * * * /opt/venv/bin/tasty-oneshot status --check --job check || mail me\n"
         "0 15 * * 1-5 /opt/venv/bin/tasty-oneshot run --job checker --scheduled\n",
         written="2026-11-27 12:00:00",
@@ -311,6 +330,95 @@ def test_a_system_timer_counts_too_and_enabled_in_one_scope_is_enabled(host, mon
     assert jobs["any-hour"]["state"] == "not-installed" and code == 1
 
 
+# --- what systemctl says, read -----------------------------------------------------------------
+
+# `systemctl SCOPE list-unit-files PATTERN --no-legend` as systemd 252 answers it: the lines in
+# DIR/user or DIR/system; none there: no unit file matches (exit 1, not a word); DIR/SCOPE.error:
+# systemctl fails, saying so.
+FAKE_SYSTEMCTL = """\
+#!/bin/sh
+case "$1" in --user) scope=user ;; --system) scope=system ;; *) exit 2 ;; esac
+[ "$2 $3 $4" = "list-unit-files tasty-oneshot-*.timer --no-legend" ] || exit 2
+say() { while IFS= read -r line; do printf '%s\\n' "$line"; done <"$1"; }
+if [ -f "{dir}/$scope.error" ]; then say "{dir}/$scope.error" >&2; exit 1; fi
+if [ -s "{dir}/$scope" ]; then say "{dir}/$scope"; exit 0; fi
+exit 1
+"""
+# Every state list-unit-files can show (systemctl(1)): those of a timer that fires without an
+# `enable` of its own are enabled, every other is installed.
+UNIT_FILE_STATES = {
+    "enabled": "enabled",
+    "enabled-runtime": "enabled",
+    "static": "enabled",
+    "alias": "enabled",
+    "generated": "enabled",
+    "transient": "enabled",
+    "indirect": "installed",
+    "disabled": "installed",
+    "linked": "installed",
+    "linked-runtime": "installed",
+    "masked": "installed",
+    "masked-runtime": "installed",
+    "bad": "installed",
+}
+
+
+@pytest.fixture
+def listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """A host whose only systemctl is a fake on PATH (all of it) that lists what the test gives
+    it, no crontab; a jobs file with a job named after each unit file state, and `both`."""
+    host = Host(tmp_path, monkeypatch, capsys)
+    (host.bin / "crontab").unlink()
+    answers = tmp_path / "systemctl"
+    answers.mkdir()
+    fake = host.bin / "systemctl"
+    fake.write_text(FAKE_SYSTEMCTL.replace("{dir}", str(answers)))
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(host.bin))
+    jobs = "".join(f"  {name}:\n    instructions: Hi\n" for name in [*UNIT_FILE_STATES, "both"])
+    (tmp_path / "tasty-oneshot.yaml").write_text(f"model: test\njobs:\n{jobs}")
+    return host, answers
+
+
+def test_each_unit_file_state_systemctl_lists_is_enabled_or_installed_as_systemd_means(listed):
+    host, answers = listed
+    # Columns as systemd 252 aligns them, the preset last ("enabled" or "-", never read).
+    (answers / "user").write_text(
+        "".join(
+            f"tasty-oneshot-{state}.timer {state:<15} {'-' if i % 2 else 'enabled'}\n"
+            for i, state in enumerate(UNIT_FILE_STATES)
+        )
+        + "tasty-oneshot-both.timer enabled enabled\n"
+    )
+    (answers / "system").write_text("tasty-oneshot-both.timer disabled enabled\n")
+    _, jobs = host.status(NOW)
+    timers = {job: item["timer"] for job, item in jobs.items()}
+    assert timers == {**UNIT_FILE_STATES, "both": "enabled"}  # enabled in either scope
+
+
+def test_systemctl_listing_no_timer_is_absent_and_failing_in_both_scopes_unknown(listed):
+    host, answers = listed
+    (answers / "system").write_text("tasty-oneshot-static.timer static -\n")
+    _, jobs = host.status(NOW)  # the user's scope matches nothing: an answer all the same
+    assert jobs["static"]["timer"] == "enabled"
+    assert {item["timer"] for job, item in jobs.items() if job != "static"} == {"absent"}
+    (answers / "system").unlink()
+    _, jobs = host.status(NOW)
+    assert {item["timer"] for item in jobs.values()} == {"absent"}
+    for scope in ("user", "system"):
+        (answers / f"{scope}.error").write_text("Failed to connect to bus: No medium found\n")
+    _, jobs = host.status(NOW)
+    assert {item["timer"] for item in jobs.values()} == {"unknown"}
+
+
+def test_the_real_systemctl_listing_no_timer_is_absent_not_unknown(host, monkeypatch):
+    # systemd 246 and later exit 1 without a word when no unit file matches the pattern.
+    (host.bin / "crontab").unlink()  # nothing else to ask
+    monkeypatch.setenv("PATH", f"{host.bin}{os.pathsep}{Path(shutil.which('systemctl')).parent}")
+    _, jobs = host.status(NOW)
+    assert {item["timer"] for item in jobs.values()} == {"absent"}
+
+
 # --- states ------------------------------------------------------------------------------------
 
 
@@ -364,7 +472,8 @@ def test_the_tables_next_column_marks_a_fire_time_the_market_check_will_skip(hos
     cells = {line.split()[0]: line for line in lines[1:]}
     assert cells["check"].endswith("  2026-12-05 10:00 (skip: market closed)")
     assert cells["any-hour"].endswith("  2026-12-05 10:00")  # ignores market hours: runs
-    assert " enabled " in cells["check"] and " absent " in cells["any-hour"]
+    assert cells["check"].split()[1:3] == ["missed", "enabled"]
+    assert cells["any-hour"].split()[1:3] == ["not-installed", "absent"]
     _, jobs = host.status(friday, "check")
     assert jobs["check"]["next"]["will_run"] is False
     thursday = host.table("2026-12-03 16:00:00", "check")
