@@ -5,6 +5,7 @@ when; `--wait-for GO` holds every tool call until the test creates GO, and `--ha
 one forever. New York is UTC-5: 9:30 NYC on Monday 2026-11-30 is 14:30 UTC.
 """
 
+import asyncio
 import fcntl
 import json
 import os
@@ -14,12 +15,14 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import FAKE_SERVER
 from test_run_lifecycle import alive, assert_gone, wait_for
 
+from tasty_oneshot import places
 from tasty_oneshot.lock import is_held
 
 
@@ -364,10 +367,13 @@ def test_a_signal_to_a_run_queued_behind_another_leaves_nothing_behind(ws):
     assert tickets(ws) == []
 
 
-def resume(ws, end: str, give_up_in: float) -> subprocess.CompletedProcess:
+def resume(
+    ws, end: str, give_up_in: float, lock: str = "flock -n 7 && "
+) -> subprocess.CompletedProcess:
     """Run `check` as the shell loop would resume it: the job's lock on descriptor 7 and
     place 0 on 9 (taken by a wrapper that then execs the CLI), the wait's facts in the
-    environment (begun now, giving up `give_up_in` seconds from now), ended by `end`."""
+    environment (begun now, giving up `give_up_in` seconds from now), ended by `end`.
+    `lock`: how the wrapper takes the job's lock ("": it only opens the file)."""
     now = time.monotonic()
     facts = {
         "slot": None,
@@ -379,7 +385,7 @@ def resume(ws, end: str, give_up_in: float) -> subprocess.CompletedProcess:
     }
     env = dict(ws.env, TASTY_ONESHOT_WAITING=json.dumps(facts), TASTY_ONESHOT_WAIT_END=end)
     take = 'umask 077; mkdir -p "$1" "$2"; exec 7<>"$1/check.lock" 9<>"$2/0.lock"; '
-    take += 'flock -n 7 && flock -n 9 && shift 2 && exec "$@"'
+    take += lock + 'flock -n 9 && shift 2 && exec "$@"'
     command = ["sh", "-c", take, "sh", str(ws.state / "locks"), str(ws.state / "places")]
     return subprocess.run(
         [*command, *ws.command("run", "--job", "check", "--ignore-market-hours")],
@@ -414,6 +420,125 @@ def test_a_resumed_run_with_its_place_runs_the_agent_and_keeps_its_start(ws):
     [row] = ws.history()
     assert row["status"] == "ok" and row["started_at"] == "2026-11-30T09:30:00-05:00", row
     assert records(ws, "check")[0]["event"] == "start"
+
+
+def test_a_resumed_run_that_does_not_hold_its_jobs_lock_is_refused_with_exit_2(ws):
+    # Its place is held, but the job's lock is another process's (a run of the job that is
+    # going on): going ahead would run the job twice at once.
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    locks = ws.state / "locks"
+    locks.mkdir(mode=0o700, parents=True)
+    other = os.open(locks / "check.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        result = resume(ws, "place 0", give_up_in=600, lock="")
+    finally:
+        os.close(other)
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert "TASTY_ONESHOT_WAITING" in line and "not a wait" in line
+    assert records(ws, "check") == [] and ws.history() == []
+
+
+def test_waiting_runs_go_in_fire_time_order_not_arrival_order_past_a_dead_ones_ticket(ws):
+    # They arrive latest fire time first; the earliest (`dead`) is SIGKILLed while it waits,
+    # its ticket left first in the queue. The place goes to `early`, then `late`: never to
+    # the first to arrive, and the dead ticket holds up no one (nor makes them `busy`).
+    go = ws.root / "go"
+    slot = '    schedule: "9:3{}am"\n    daily: true\n    max_delay: 600\n'.format
+    jobs = {
+        "holder": server_block(ws.root / "holder.jsonl", "--hang", "account_overview"),
+        "late": slot(3) + server_block(ws.root / "late.jsonl"),
+        "dead": slot(1) + server_block(ws.root / "dead.jsonl"),
+        "early": slot(2) + server_block(ws.root / "early.jsonl", "--wait-for", str(go)),
+    }
+    write_jobs(ws, jobs, top="max_parallel: 1\n")
+    holder = start(ws, "run", "--job", "holder", "--ignore-market-hours")
+    runs: dict[str, subprocess.Popen] = {}
+    try:
+        wait_for(lambda: any(e["event"] == "call" for e in records(ws, "holder")), "holder")
+        for count, name in enumerate(("late", "dead", "early"), 1):
+            runs[name] = start(ws, "run", "--job", name, "--scheduled", at="2026-11-30 14:36:00")
+            waiting_in_the_shell(ws, runs[name], tickets_then=count)
+        os.killpg(runs["dead"].pid, signal.SIGKILL)
+        runs["dead"].communicate(timeout=30)
+        # Its ticket, first in the queue and no longer held, is removed by a waiting run.
+        wait_for(lambda: len(tickets(ws)) == 2, "the dead run's ticket removed")
+        os.killpg(holder.pid, signal.SIGTERM)
+        holder.communicate(timeout=60)
+        started = lambda: records(ws, "early") or records(ws, "late")  # noqa: E731
+        wait_for(started, "a waiting run's server", timeout=60)
+        assert records(ws, "early") and records(ws, "late") == []
+        go.write_text("go")
+        results = {name: runs[name].communicate(timeout=120) for name in ("early", "late")}
+    finally:
+        for proc in [holder, *runs.values()]:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+    for name in ("early", "late"):
+        assert runs[name].returncode == 0, results[name][1]
+        assert "got place 0 after waiting" in results[name][1]
+    assert records(ws, "dead") == [] and tickets(ws) == []
+
+
+def test_the_python_waiter_gives_a_freed_place_to_the_earliest_fire_time_not_the_first(ws):
+    # How a run waits when its job's lock is a PostgreSQL connection's (or in-process): in
+    # Python. `late` asks first and looks first after the place comes free.
+    ws.state.mkdir(mode=0o700)
+    held = places.try_places(ws.state, 1)  # the only place, another run's
+    assert held is not None
+    order = datetime(2026, 11, 30, 14, 30, tzinfo=UTC)
+    with pytest.raises(places.Busy):  # its give-up time is past: no wait at all
+        asyncio.run(places.take_place(ws.state, 1, order, time.monotonic()))
+    assert tickets(ws) == []
+    got: list[str] = []
+
+    async def wait(name: str, minute: int) -> None:
+        fire = order.replace(minute=minute)
+        place = await places.take_place(ws.state, 1, fire, time.monotonic() + 60)
+        got.append(name)
+        place.release()
+
+    async def main() -> None:
+        late = asyncio.create_task(wait("late", 33))
+        await asyncio.sleep(0)  # it has its ticket, and has looked for a place once
+        early = asyncio.create_task(wait("early", 31))
+        await asyncio.sleep(0)
+        assert len(tickets(ws)) == 2 and got == []
+        held.release()  # between early's look and late's next one
+        await asyncio.gather(late, early)
+
+    asyncio.run(main())
+    assert got == ["early", "late"]
+    assert tickets(ws) == []
+
+
+def test_a_run_waiting_in_python_goes_ahead_when_its_place_comes_free(ws):
+    write_jobs(ws, {"check": server_block(ws.root / "check.jsonl")}, top="max_parallel: 1\n")
+    ws.state.mkdir(mode=0o700)
+    held = places.try_places(ws.state, 1)
+    assert held is not None
+
+    def free_it_once_the_run_waits() -> None:
+        deadline = time.monotonic() + 60
+        while not tickets(ws) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held.release()
+
+    freer = threading.Thread(target=free_it_once_the_run_waits)
+    freer.start()
+    try:
+        # In-process: no command line to resume, so the run waits in Python.
+        result = ws.call("run", "--job", "check", "--ignore-market-hours", "--timeout", "20")
+    finally:
+        freer.join()
+        held.release()
+    assert result.returncode == 0, result.stderr
+    assert "waiting for one of 1 places" in result.stderr
+    assert "got place 0 after waiting" in result.stderr
+    assert records(ws, "check")[0]["event"] == "start"
+    assert tickets(ws) == []
 
 
 def test_a_new_run_queues_behind_a_waiting_one_even_when_a_place_is_free(ws):
