@@ -237,10 +237,14 @@ def write_private(path: Path, text: str) -> None:
 class Untrusted(UsageError):
     """Something in the state directory that is not ours, or not what it claims to be."""
 
+    def __init__(self, path: Path, problem: str, fix: str) -> None:
+        super().__init__(f"{path}: {problem}; refusing to use it (fix: {fix})")
+        self.problem = problem  # what is wrong, without the path and the fix
+
 
 def untrusted(path: Path, problem: str, fix: str) -> Untrusted:
     """The one-line refusal of something in the state directory that is not ours."""
-    return Untrusted(f"{path}: {problem}; refusing to use it (fix: {fix})")
+    return Untrusted(path, problem, fix)
 
 
 def _check_owner_and_mode(path: Path, info: os.stat_result) -> None:

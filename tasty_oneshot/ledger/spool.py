@@ -247,7 +247,7 @@ def _read(path: Path) -> Kept:
     try:
         data = paths.read_private(path, RESERVE)
     except paths.Untrusted as exc:  # a link, a FIFO, another user's file: never followed
-        raise Damaged(str(exc).removeprefix(f"{path}: ").partition("; refusing")[0]) from None
+        raise Damaged(exc.problem) from None
     except FileNotFoundError:
         raise
     except OSError as exc:  # unreadable: its permissions, an I/O error
